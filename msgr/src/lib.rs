@@ -19,4 +19,6 @@ pub mod entity;
 pub mod error;
 pub mod features;
 pub mod msg;
+pub mod proto;
 pub mod time;
+pub mod wire;
