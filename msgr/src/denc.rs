@@ -153,7 +153,9 @@ impl Reader {
     pub fn string(&mut self) -> Result<String, DecodeError> {
         let n = self.len_prefix("string")?;
         let raw = self.take(n, "string")?;
-        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Invalid { what: "utf-8 string" })
+        String::from_utf8(raw.to_vec()).map_err(|_| DecodeError::Invalid {
+            what: "utf-8 string",
+        })
     }
 
     /// A `u32` element count, bounded so that a hostile count cannot reserve more elements
@@ -206,11 +208,19 @@ impl Reader {
     /// `DECODE_START(supported, bl)`: reads `v, compat, len`, rejects structs whose compat
     /// version is newer than `supported`, and narrows the window to the struct's body.
     /// Pair it with [`Reader::struct_end`].
-    pub fn struct_start(&mut self, what: &'static str, supported: u8) -> Result<StructHeader, DecodeError> {
+    pub fn struct_start(
+        &mut self,
+        what: &'static str,
+        supported: u8,
+    ) -> Result<StructHeader, DecodeError> {
         let version = self.u8()?;
         let compat = self.u8()?;
         if compat > supported {
-            return Err(DecodeError::UnsupportedVersion { what, compat, supported });
+            return Err(DecodeError::UnsupportedVersion {
+                what,
+                compat,
+                supported,
+            });
         }
         let len = self.u32()? as usize;
         if len > self.remaining() {
@@ -218,7 +228,11 @@ impl Reader {
         }
         let outer_end = self.end;
         self.end = self.pos + len;
-        Ok(StructHeader { version, compat, outer_end })
+        Ok(StructHeader {
+            version,
+            compat,
+            outer_end,
+        })
     }
 
     /// `DECODE_FINISH`: skips the fields a newer encoder appended and restores the window.
@@ -251,12 +265,18 @@ pub struct StructMark(usize);
 impl Writer {
     /// An empty writer encoding for a peer with `features`.
     pub fn new(features: u64) -> Self {
-        Self { buf: BytesMut::new(), features }
+        Self {
+            buf: BytesMut::new(),
+            features,
+        }
     }
 
     /// An empty writer with room for `cap` bytes.
     pub fn with_capacity(features: u64, cap: usize) -> Self {
-        Self { buf: BytesMut::with_capacity(cap), features }
+        Self {
+            buf: BytesMut::with_capacity(cap),
+            features,
+        }
     }
 
     /// The peer's features, for encodings that depend on them.
@@ -472,7 +492,10 @@ mod tests {
         w.u32(0x0304_0506);
         w.i64(-2);
         let b = w.finish();
-        assert_eq!(&b[..], &[2, 1, 6, 5, 4, 3, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            &b[..],
+            &[2, 1, 6, 5, 4, 3, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         let mut r = Reader::new(b);
         assert_eq!(r.u16().unwrap(), 0x0102);
         assert_eq!(r.u32().unwrap(), 0x0304_0506);
@@ -493,11 +516,25 @@ mod tests {
 
     #[test]
     fn truncated_and_hostile_lengths_error_without_allocating() {
-        assert_eq!(rd(b"\x01\x00").u32(), Err(DecodeError::Truncated { what: "u32" }));
-        assert_eq!(rd(b"\xff\xff\xff\xff").string(), Err(DecodeError::Truncated { what: "string" }));
+        assert_eq!(
+            rd(b"\x01\x00").u32(),
+            Err(DecodeError::Truncated { what: "u32" })
+        );
+        assert_eq!(
+            rd(b"\xff\xff\xff\xff").string(),
+            Err(DecodeError::Truncated { what: "string" })
+        );
         // A vector claiming four billion elements fails before reserving them.
-        assert_eq!(rd(b"\xff\xff\xff\xff\x00").vec::<u8>(), Err(DecodeError::Truncated { what: "container" }));
-        assert_eq!(rd(b"\x02\x00\x00\x00\xff\xfe").string(), Err(DecodeError::Invalid { what: "utf-8 string" }));
+        assert_eq!(
+            rd(b"\xff\xff\xff\xff\x00").vec::<u8>(),
+            Err(DecodeError::Truncated { what: "container" })
+        );
+        assert_eq!(
+            rd(b"\x02\x00\x00\x00\xff\xfe").string(),
+            Err(DecodeError::Invalid {
+                what: "utf-8 string"
+            })
+        );
     }
 
     #[test]
@@ -550,9 +587,16 @@ mod tests {
     fn struct_rejects_newer_compat_and_lying_length() {
         assert_eq!(
             rd(b"\x05\x04\x00\x00\x00\x00").struct_start("s", 3),
-            Err(DecodeError::UnsupportedVersion { what: "s", compat: 4, supported: 3 })
+            Err(DecodeError::UnsupportedVersion {
+                what: "s",
+                compat: 4,
+                supported: 3
+            })
         );
-        assert_eq!(rd(b"\x01\x01\x09\x00\x00\x00\x00").struct_start("s", 1), Err(DecodeError::Truncated { what: "s" }));
+        assert_eq!(
+            rd(b"\x01\x01\x09\x00\x00\x00\x00").struct_start("s", 1),
+            Err(DecodeError::Truncated { what: "s" })
+        );
     }
 
     #[test]

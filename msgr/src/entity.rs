@@ -110,9 +110,14 @@ impl FromStr for EntityName {
     type Err = String;
     /// Parses `osd.3`, `client.admin` is not a numeric name and is refused.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (t, n) = s.split_once('.').ok_or_else(|| format!("entity name {s:?} is not TYPE.NUM"))?;
-        let ty = EntityType::from_name(t).ok_or_else(|| format!("unknown entity type {t:?} in {s:?}"))?;
-        let num = n.parse::<i64>().map_err(|_| format!("entity number {n:?} in {s:?} is not an integer"))?;
+        let (t, n) = s
+            .split_once('.')
+            .ok_or_else(|| format!("entity name {s:?} is not TYPE.NUM"))?;
+        let ty = EntityType::from_name(t)
+            .ok_or_else(|| format!("unknown entity type {t:?} in {s:?}"))?;
+        let num = n
+            .parse::<i64>()
+            .map_err(|_| format!("entity number {n:?} in {s:?} is not an integer"))?;
         Ok(Self { ty, num })
     }
 }
@@ -165,12 +170,20 @@ pub struct EntityAddr {
 impl EntityAddr {
     /// A v1 address.
     pub const fn v1(addr: SocketAddr, nonce: u32) -> Self {
-        Self { ty: AddrType::LEGACY, nonce, addr: Some(addr) }
+        Self {
+            ty: AddrType::LEGACY,
+            nonce,
+            addr: Some(addr),
+        }
     }
 
     /// The all-zero address (`TYPE_NONE`, no sockaddr).
     pub const fn none() -> Self {
-        Self { ty: AddrType::NONE, nonce: 0, addr: None }
+        Self {
+            ty: AddrType::NONE,
+            nonce: 0,
+            addr: None,
+        }
     }
 
     /// The port, or 0 if there is no sockaddr.
@@ -212,14 +225,22 @@ impl EntityAddr {
         let b: &[u8; LEGACY_ADDR_LEN] = b
             .get(..LEGACY_ADDR_LEN)
             .and_then(|s| s.try_into().ok())
-            .ok_or(DecodeError::Truncated { what: "legacy entity_addr" })?;
+            .ok_or(DecodeError::Truncated {
+                what: "legacy entity_addr",
+            })?;
         if b[0] != 0 {
-            return Err(DecodeError::Invalid { what: "legacy entity_addr marker" });
+            return Err(DecodeError::Invalid {
+                what: "legacy entity_addr marker",
+            });
         }
         let nonce = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
         let family = u16::from_be_bytes([b[8], b[9]]);
         let addr = sockaddr_from_parts(family, &b[10..8 + SOCKADDR_STORAGE_LEN], true)?;
-        let ty = if addr.is_some() { AddrType::LEGACY } else { AddrType::NONE };
+        let ty = if addr.is_some() {
+            AddrType::LEGACY
+        } else {
+            AddrType::NONE
+        };
         Ok(Self { ty, nonce, addr })
     }
 
@@ -258,12 +279,18 @@ impl EntityAddr {
 /// Builds a socket address from a family and the bytes after the family field
 /// (`sa_data`: port BE, then the address). `storage` tells whether the input is a whole
 /// `sockaddr_storage` (legacy form) or exactly the sockaddr's length (new form).
-fn sockaddr_from_parts(family: u16, data: &[u8], storage: bool) -> Result<Option<SocketAddr>, DecodeError> {
+fn sockaddr_from_parts(
+    family: u16,
+    data: &[u8],
+    storage: bool,
+) -> Result<Option<SocketAddr>, DecodeError> {
     match family {
         0 => Ok(None),
         AF_INET => {
             if data.len() < 6 || (!storage && data.len() != 14) {
-                return Err(DecodeError::Invalid { what: "sockaddr_in length" });
+                return Err(DecodeError::Invalid {
+                    what: "sockaddr_in length",
+                });
             }
             let port = u16::from_be_bytes([data[0], data[1]]);
             let ip = Ipv4Addr::new(data[2], data[3], data[4], data[5]);
@@ -271,16 +298,25 @@ fn sockaddr_from_parts(family: u16, data: &[u8], storage: bool) -> Result<Option
         }
         AF_INET6 => {
             if data.len() < 26 || (!storage && data.len() != 26) {
-                return Err(DecodeError::Invalid { what: "sockaddr_in6 length" });
+                return Err(DecodeError::Invalid {
+                    what: "sockaddr_in6 length",
+                });
             }
             let port = u16::from_be_bytes([data[0], data[1]]);
             let flow = u32::from_be_bytes([data[2], data[3], data[4], data[5]]);
             let mut ip = [0u8; 16];
             ip.copy_from_slice(&data[6..22]);
             let scope = u32::from_le_bytes([data[22], data[23], data[24], data[25]]);
-            Ok(Some(SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::from(ip), port, flow, scope))))
+            Ok(Some(SocketAddr::V6(SocketAddrV6::new(
+                Ipv6Addr::from(ip),
+                port,
+                flow,
+                scope,
+            ))))
         }
-        _ => Err(DecodeError::Invalid { what: "sockaddr family" }),
+        _ => Err(DecodeError::Invalid {
+            what: "sockaddr family",
+        }),
     }
 }
 
@@ -293,7 +329,9 @@ impl Encode for EntityAddr {
         }
         w.u8(1);
         let m = w.struct_start(1, 1);
-        let ty = if self.ty == AddrType::ANY && !features::has(w.features(), features::SERVER_NAUTILUS) {
+        let ty = if self.ty == AddrType::ANY
+            && !features::has(w.features(), features::SERVER_NAUTILUS)
+        {
             AddrType::LEGACY
         } else {
             self.ty
@@ -339,8 +377,10 @@ impl Decode for EntityAddr {
                 let addr = if elen == 0 {
                     None
                 } else {
-                    if elen < 2 || elen > 128 {
-                        return Err(DecodeError::Invalid { what: "sockaddr length" });
+                    if !(2..=128).contains(&elen) {
+                        return Err(DecodeError::Invalid {
+                            what: "sockaddr length",
+                        });
                     }
                     let family = r.u16()?;
                     let data = r.bytes(elen - 2)?;
@@ -349,7 +389,9 @@ impl Decode for EntityAddr {
                 r.struct_end(h);
                 Ok(Self { ty, nonce, addr })
             }
-            _ => Err(DecodeError::Invalid { what: "entity_addr_t marker" }),
+            _ => Err(DecodeError::Invalid {
+                what: "entity_addr_t marker",
+            }),
         }
     }
 }
@@ -379,11 +421,20 @@ impl FromStr for EntityAddr {
             (AddrType::LEGACY, s)
         };
         let (sock, nonce) = match rest.rsplit_once('/') {
-            Some((a, n)) => (a, n.parse::<u32>().map_err(|_| format!("bad nonce {n:?} in address {s:?}"))?),
+            Some((a, n)) => (
+                a,
+                n.parse::<u32>()
+                    .map_err(|_| format!("bad nonce {n:?} in address {s:?}"))?,
+            ),
             None => (rest, 0),
         };
-        let addr = SocketAddr::from_str(sock).map_err(|_| format!("bad address {s:?}: expected [v1:]IP:PORT"))?;
-        Ok(Self { ty, nonce, addr: Some(addr) })
+        let addr = SocketAddr::from_str(sock)
+            .map_err(|_| format!("bad address {s:?}: expected [v1:]IP:PORT"))?;
+        Ok(Self {
+            ty,
+            nonce,
+            addr: Some(addr),
+        })
     }
 }
 
@@ -392,13 +443,14 @@ impl FromStr for EntityAddr {
 pub struct EntityAddrVec(pub Vec<EntityAddr>);
 
 impl EntityAddrVec {
-    /// The address a v1 peer uses: the first `v1`/`any` entry, else the first entry.
+    /// Ceph's `legacy_addr()`: the first v1 address, if any.
     pub fn legacy_addr(&self) -> Option<EntityAddr> {
-        self.0
-            .iter()
-            .find(|a| a.ty == AddrType::LEGACY || a.ty == AddrType::ANY)
-            .or_else(|| self.0.first())
-            .copied()
+        self.0.iter().find(|a| a.ty == AddrType::LEGACY).copied()
+    }
+
+    /// Ceph's `legacy_or_front_addr()`: the first v1 address, else the first address.
+    pub fn legacy_or_front_addr(&self) -> Option<EntityAddr> {
+        self.legacy_addr().or_else(|| self.0.first().copied())
     }
 }
 
@@ -424,7 +476,9 @@ impl Decode for EntityAddrVec {
                 r.u8()?;
                 Ok(Self(r.vec()?))
             }
-            _ => Err(DecodeError::Invalid { what: "entity_addrvec_t marker" }),
+            _ => Err(DecodeError::Invalid {
+                what: "entity_addrvec_t marker",
+            }),
         }
     }
 }
@@ -456,7 +510,10 @@ mod tests {
         // docs §2.3: 127.0.0.1:6789 nonce 0.
         let a = EntityAddr::v1(v4("127.0.0.1:6789"), 0);
         let b = a.to_legacy();
-        assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x1a, 0x85, 0x7f, 0, 0, 1]);
+        assert_eq!(
+            &b[..16],
+            &[0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0x1a, 0x85, 0x7f, 0, 0, 1]
+        );
         assert!(b[16..].iter().all(|&x| x == 0));
         assert_eq!(EntityAddr::from_legacy(&b).unwrap(), a);
     }
@@ -469,11 +526,26 @@ mod tests {
         assert_eq!((a.ty, a.nonce, a.addr), (AddrType::NONE, 7, None));
         assert!(a.is_blank_ip());
         b[0] = 1;
-        assert_eq!(EntityAddr::from_legacy(&b), Err(DecodeError::Invalid { what: "legacy entity_addr marker" }));
+        assert_eq!(
+            EntityAddr::from_legacy(&b),
+            Err(DecodeError::Invalid {
+                what: "legacy entity_addr marker"
+            })
+        );
         b[0] = 0;
         b[9] = 99;
-        assert_eq!(EntityAddr::from_legacy(&b), Err(DecodeError::Invalid { what: "sockaddr family" }));
-        assert_eq!(EntityAddr::from_legacy(&b[..100]), Err(DecodeError::Truncated { what: "legacy entity_addr" }));
+        assert_eq!(
+            EntityAddr::from_legacy(&b),
+            Err(DecodeError::Invalid {
+                what: "sockaddr family"
+            })
+        );
+        assert_eq!(
+            EntityAddr::from_legacy(&b[..100]),
+            Err(DecodeError::Truncated {
+                what: "legacy entity_addr"
+            })
+        );
     }
 
     #[test]
@@ -483,7 +555,10 @@ mod tests {
         let mut w = Writer::new(features::PACIFIC_ALL);
         w.put(&a);
         let b = w.finish();
-        let mut want = vec![1, 1, 1, 0x1c, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 2, 0, 0x1a, 0x85, 0x7f, 0, 0, 1];
+        let mut want = vec![
+            1, 1, 1, 0x1c, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 2, 0, 0x1a, 0x85, 0x7f,
+            0, 0, 1,
+        ];
         want.extend_from_slice(&[0; 8]);
         assert_eq!(&b[..], &want[..]);
         let mut r = Reader::new(b);
@@ -493,7 +568,13 @@ mod tests {
 
     #[test]
     fn ipv6_round_trips_in_both_forms() {
-        let a = EntityAddr::v1("[fe80::1%3]:6800".parse::<SocketAddrV6>().map(SocketAddr::V6).unwrap(), 9);
+        let a = EntityAddr::v1(
+            "[fe80::1%3]:6800"
+                .parse::<SocketAddrV6>()
+                .map(SocketAddr::V6)
+                .unwrap(),
+            9,
+        );
         assert_eq!(EntityAddr::from_legacy(&a.to_legacy()).unwrap(), a);
         let mut w = Writer::new(features::MSG_ADDR2);
         w.put(&a);
@@ -503,7 +584,11 @@ mod tests {
     #[test]
     fn addrvec_forms() {
         let v = EntityAddrVec(vec![
-            EntityAddr { ty: AddrType::MSGR2, nonce: 0, addr: Some(v4("127.0.0.1:40000")) },
+            EntityAddr {
+                ty: AddrType::MSGR2,
+                nonce: 0,
+                addr: Some(v4("127.0.0.1:40000")),
+            },
             EntityAddr::v1(v4("127.0.0.1:40001"), 0),
         ]);
         let mut w = Writer::new(features::PACIFIC_ALL);
@@ -518,7 +603,12 @@ mod tests {
         assert_eq!(b.len(), LEGACY_ADDR_LEN);
         let back = Reader::new(b).decode::<EntityAddrVec>().unwrap();
         assert_eq!(back.0, vec![EntityAddr::v1(v4("127.0.0.1:40001"), 0)]);
-        assert_eq!(Reader::new(Bytes::from_static(&[3])).decode::<EntityAddrVec>(), Err(DecodeError::Invalid { what: "entity_addrvec_t marker" }));
+        assert_eq!(
+            Reader::new(Bytes::from_static(&[3])).decode::<EntityAddrVec>(),
+            Err(DecodeError::Invalid {
+                what: "entity_addrvec_t marker"
+            })
+        );
     }
 
     #[test]
@@ -526,12 +616,21 @@ mod tests {
         let a: EntityAddr = "v1:10.0.0.1:6789/42".parse().unwrap();
         assert_eq!(a, EntityAddr::v1(v4("10.0.0.1:6789"), 42));
         assert_eq!(a.to_string(), "v1:10.0.0.1:6789/42");
-        assert_eq!("127.0.0.1:1".parse::<EntityAddr>().unwrap().ty, AddrType::LEGACY);
+        assert_eq!(
+            "127.0.0.1:1".parse::<EntityAddr>().unwrap().ty,
+            AddrType::LEGACY
+        );
         assert!("v1:nonsense".parse::<EntityAddr>().is_err());
         assert!("v1:1.2.3.4:5/x".parse::<EntityAddr>().is_err());
-        assert_eq!("osd.3".parse::<EntityName>().unwrap(), EntityName::new(EntityType::OSD, 3));
+        assert_eq!(
+            "osd.3".parse::<EntityName>().unwrap(),
+            EntityName::new(EntityType::OSD, 3)
+        );
         assert!("osd".parse::<EntityName>().is_err());
-        assert_eq!(EntityName::new(EntityType::CLIENT, -1).to_string(), "client.?");
+        assert_eq!(
+            EntityName::new(EntityType::CLIENT, -1).to_string(),
+            "client.?"
+        );
     }
 
     #[test]

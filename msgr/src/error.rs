@@ -67,15 +67,26 @@ impl fmt::Display for DecodeError {
             Self::Truncated { what } => write!(f, "truncated {what}"),
             Self::TrailingData { what } => write!(f, "trailing bytes after {what}"),
             Self::BadBanner => f.write_str("bad banner (expected \"ceph v027\")"),
-            Self::BadCrc { what, expected, computed } => {
-                write!(f, "bad {what} crc: wire {expected:#010x}, computed {computed:#010x}")
+            Self::BadCrc {
+                what,
+                expected,
+                computed,
+            } => {
+                write!(
+                    f,
+                    "bad {what} crc: wire {expected:#010x}, computed {computed:#010x}"
+                )
             }
             Self::UnknownTag(t) => write!(f, "unknown tag {t}"),
             Self::TooLarge { what, len, limit } => {
                 write!(f, "{what} length {len} exceeds limit {limit}")
             }
             Self::Invalid { what } => write!(f, "invalid {what}"),
-            Self::UnsupportedVersion { what, compat, supported } => write!(
+            Self::UnsupportedVersion {
+                what,
+                compat,
+                supported,
+            } => write!(
                 f,
                 "{what} needs decoder version {compat}, this one understands up to {supported}"
             ),

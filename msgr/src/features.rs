@@ -63,7 +63,17 @@ mod tests {
 
     #[test]
     fn pacific_set_contains_what_we_rely_on() {
-        for f in [NOSRCADDR, SUBSCRIBE2, MONNAMES, RECONNECT_SEQ, MSG_AUTH, MSGR_KEEPALIVE2, MSG_ADDR2, SERVER_NAUTILUS, SERVER_PACIFIC] {
+        for f in [
+            NOSRCADDR,
+            SUBSCRIBE2,
+            MONNAMES,
+            RECONNECT_SEQ,
+            MSG_AUTH,
+            MSGR_KEEPALIVE2,
+            MSG_ADDR2,
+            SERVER_NAUTILUS,
+            SERVER_PACIFIC,
+        ] {
             assert!(has(PACIFIC_ALL, f), "{f:#x}");
         }
         assert!(has(PACIFIC_ALL, PACIFIC_MON_CLIENT_REQUIRED));

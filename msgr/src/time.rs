@@ -60,7 +60,10 @@ mod tests {
     fn arithmetic_saturates() {
         let t = Instant::from_nanos(5);
         assert_eq!(t - Duration::from_nanos(10), Instant::ZERO);
-        assert_eq!(Instant::from_nanos(u64::MAX) + Duration::from_secs(1), Instant::from_nanos(u64::MAX));
+        assert_eq!(
+            Instant::from_nanos(u64::MAX) + Duration::from_secs(1),
+            Instant::from_nanos(u64::MAX)
+        );
         assert_eq!((t + Duration::from_micros(1)).as_nanos(), 1005);
         assert_eq!(Instant::ZERO.saturating_duration_since(t), Duration::ZERO);
     }

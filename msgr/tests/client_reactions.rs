@@ -41,7 +41,7 @@ impl Client {
         assert!(matches!(c.poll_event(), Some(Event::Dial)));
         c.handle_connected(T0);
         assert_eq!(c.poll_transmit(T0).unwrap(), Bytes::from_static(BANNER));
-        let mut me = Client {
+        let mut me = Self {
             c,
             now: T0,
             rx: BytesMut::new(),

@@ -573,7 +573,7 @@ fn randomized_stress_with_socket_failures() {
             "the run exercised reconnects and replaces"
         );
         for to in 0..n {
-            for from in 0..n {
+            for (from, row) in sent.iter().enumerate() {
                 let got: Vec<u64> = sim.nodes[nodes[to]]
                     .inbox
                     .iter()
@@ -583,7 +583,7 @@ fn randomized_stress_with_socket_failures() {
                     .collect();
                 assert_eq!(
                     got,
-                    (0..sent[from][to]).collect::<Vec<_>>(),
+                    (0..row[to]).collect::<Vec<_>>(),
                     "seed {seed}: {from} → {to}"
                 );
             }

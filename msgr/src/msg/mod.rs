@@ -123,7 +123,12 @@ pub struct Message {
 impl Message {
     /// A message with the given header and segments.
     pub fn new(header: MessageHeader, front: Bytes, middle: Bytes, data: Bytes) -> Self {
-        Self { header, front, middle, data }
+        Self {
+            header,
+            front,
+            middle,
+            data,
+        }
     }
 
     /// The message type.
@@ -178,14 +183,21 @@ pub trait TypedMessage: Sized {
     /// The message to send, encoded for a peer with `features`.
     fn to_message(&self, features: u64) -> Message {
         let p = self.encode_payload(features);
-        Message::new(MessageHeader::new(Self::TYPE, Self::HEAD_VERSION, Self::COMPAT_VERSION), p.front, p.middle, p.data)
+        Message::new(
+            MessageHeader::new(Self::TYPE, Self::HEAD_VERSION, Self::COMPAT_VERSION),
+            p.front,
+            p.middle,
+            p.data,
+        )
     }
 
     /// Decodes `m`, which must have type [`Self::TYPE`] and a `compat_version` this decoder
     /// understands (Ceph's `decode_message` rule), without copying its segments.
     fn from_message(m: &Message) -> Result<Self, DecodeError> {
         if m.header.ty != Self::TYPE {
-            return Err(DecodeError::Invalid { what: "message type" });
+            return Err(DecodeError::Invalid {
+                what: "message type",
+            });
         }
         if m.header.compat_version > Self::HEAD_VERSION {
             return Err(DecodeError::UnsupportedVersion {
@@ -194,13 +206,21 @@ pub trait TypedMessage: Sized {
                 supported: u8::try_from(Self::HEAD_VERSION).unwrap_or(u8::MAX),
             });
         }
-        let p = Payload { front: m.front.clone(), middle: m.middle.clone(), data: m.data.clone() };
+        let p = Payload {
+            front: m.front.clone(),
+            middle: m.middle.clone(),
+            data: m.data.clone(),
+        };
         Self::decode_payload(&m.header, &p)
     }
 }
 
 /// Decodes a whole front segment with `f`, rejecting bytes left over.
-pub fn decode_front<T>(front: &Bytes, what: &'static str, f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>) -> Result<T, DecodeError> {
+pub fn decode_front<T>(
+    front: &Bytes,
+    what: &'static str,
+    f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
     let mut r = Reader::new(front.clone());
     let v = f(&mut r)?;
     r.finish(what)?;
@@ -213,3 +233,25 @@ pub fn encode_front(features: u64, f: impl FnOnce(&mut Writer)) -> Bytes {
     f(&mut w);
     w.finish()
 }
+
+pub mod auth;
+pub mod command;
+#[cfg(test)]
+mod golden;
+pub mod mon_get_version;
+pub mod mon_subscribe;
+pub mod monmap;
+pub mod osd_op;
+pub mod osd_types;
+pub mod ping;
+pub mod types;
+
+pub use auth::{AuthEntityName, AuthNegotiate, AuthNoneAuthorizer, MAuth, MAuthReply};
+pub use command::{MCommand, MCommandReply};
+pub use mon_get_version::{MMonGetVersion, MMonGetVersionReply};
+pub use mon_subscribe::{MMonSubscribe, MMonSubscribeAck, SubscribeItem};
+pub use monmap::{MMonMap, MonInfo, MonMap};
+pub use osd_op::{MOSDOp, MOSDOpReply};
+pub use osd_types::{OsdOp, OsdOpCode};
+pub use ping::MPing;
+pub use types::{Fsid, UTime};

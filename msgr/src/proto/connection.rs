@@ -628,10 +628,10 @@ impl Connection {
     /// is assigned when the message is written. A parked client session redials.
     pub fn send_message(&mut self, now: Instant, mut m: Message) -> Result<(), SendError> {
         if self.is_closed() {
-            return Err(SendError::Closed(m));
+            return Err(SendError::Closed(Box::new(m)));
         }
         if self.session.queued() >= self.cfg.options.max_queued_messages {
-            return Err(SendError::QueueFull(m));
+            return Err(SendError::QueueFull(Box::new(m)));
         }
         if m.header.priority == 0 {
             m.header.priority = self.cfg.options.default_priority;

@@ -165,9 +165,9 @@ impl std::error::Error for Fault {}
 #[non_exhaustive]
 pub enum SendError {
     /// The connection is closed (marked down, or a lossy session was reset).
-    Closed(Message),
+    Closed(Box<Message>),
     /// `max_queued_messages` are already waiting.
-    QueueFull(Message),
+    QueueFull(Box<Message>),
 }
 
 impl fmt::Display for SendError {

@@ -33,7 +33,7 @@ impl FooterKind {
     }
 
     /// Size on the wire.
-    pub const fn len(self) -> usize {
+    pub const fn size(self) -> usize {
         match self {
             Self::New => 21,
             Self::Old => 13,
@@ -63,7 +63,7 @@ fn le32(b: &[u8], at: usize) -> u32 {
 impl FooterRepr {
     /// Parses a footer of `kind`.
     pub fn parse(buf: &[u8], kind: FooterKind) -> Result<Self, DecodeError> {
-        if buf.len() < kind.len() {
+        if buf.len() < kind.size() {
             return Err(DecodeError::Truncated {
                 what: "ceph_msg_footer",
             });
@@ -85,7 +85,7 @@ impl FooterRepr {
         })
     }
 
-    /// Encodes the footer into the first `kind.len()` bytes of `out`.
+    /// Encodes the footer into the first `kind.size()` bytes of `out`.
     pub fn emit(&self, kind: FooterKind, out: &mut [u8]) {
         out[0..4].copy_from_slice(&self.front_crc.to_le_bytes());
         out[4..8].copy_from_slice(&self.middle_crc.to_le_bytes());
@@ -150,6 +150,6 @@ mod tests {
             FooterKind::for_features(features::PACIFIC_ALL & !features::MSG_AUTH),
             FooterKind::Old
         );
-        assert_eq!((FooterKind::New.len(), FooterKind::Old.len()), (21, 13));
+        assert_eq!((FooterKind::New.size(), FooterKind::Old.size()), (21, 13));
     }
 }

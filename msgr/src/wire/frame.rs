@@ -183,7 +183,7 @@ pub fn peek(buf: &[u8], cfg: &FrameConfig) -> Result<Option<Peek>, DecodeError> 
             check_limit("middle", header.middle_len, cfg.limits.max_middle)?;
             check_limit("data", header.data_len, cfg.limits.max_data)?;
             // Bounded by the limits above, so this cannot overflow a usize on 64-bit hosts.
-            let frame_len = 1 + HeaderRepr::LEN + header.payload_len() as usize + cfg.footer.len();
+            let frame_len = 1 + HeaderRepr::LEN + header.payload_len() as usize + cfg.footer.size();
             Some(Peek::Msg { header, frame_len })
         }
         Tag::Ack => fixed(8).map(|b| {
@@ -227,7 +227,7 @@ pub fn decode_msg(
     let middle_at = front_at + header.front_len as usize;
     let data_at = middle_at + header.middle_len as usize;
     let footer_at = data_at + header.data_len as usize;
-    if frame.len() != footer_at + cfg.footer.len() {
+    if frame.len() != footer_at + cfg.footer.size() {
         return Err(DecodeError::Truncated {
             what: "message frame",
         });
@@ -278,7 +278,7 @@ pub fn encode_msg(m: &Message, cfg: &FrameConfig, out: &mut VecDeque<Bytes>) {
     } else {
         footer.flags |= FLAG_NOCRC;
     }
-    let mut chunk = BytesMut::with_capacity(1 + HeaderRepr::LEN + cfg.footer.len() + COALESCE);
+    let mut chunk = BytesMut::with_capacity(1 + HeaderRepr::LEN + cfg.footer.size() + COALESCE);
     chunk.put_u8(Tag::Msg.into());
     chunk.put_slice(&repr.emit(cfg.crc_header));
     for seg in [&m.front, &m.middle, &m.data] {
@@ -293,7 +293,7 @@ pub fn encode_msg(m: &Message, cfg: &FrameConfig, out: &mut VecDeque<Bytes>) {
         }
     }
     let at = chunk.len();
-    chunk.resize(at + cfg.footer.len(), 0);
+    chunk.resize(at + cfg.footer.size(), 0);
     footer.emit(cfg.footer, &mut chunk[at..]);
     out.push_back(chunk.freeze());
 }

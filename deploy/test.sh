@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every test: formatting, lints, unit/simulation/interop tests (a real ceph-mon and
+# tshark are started by the tests themselves), and a short fuzzing pass over each target.
+# As root it installs what it needs; otherwise tests that need a missing program report
+# "SKIPPED <name>" and the apt-get line is printed.
+#   deploy/test.sh            everything
+#   FUZZ_SECONDS=0 deploy/test.sh   skip the fuzzing pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=deploy/lib.sh
+. deploy/lib.sh
+ensure_rust
+
+if ensure_packages ceph-mon tshark; then
+  # Everything external is present: a missing dependency is now a failure, not a skip.
+  export MSGR_REQUIRE_INTEROP=1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "format"
+cargo fmt --all -- --check
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+step "tests"
+cargo test --workspace
+step "fuzz smoke"
+deploy/fuzz.sh "${FUZZ_SECONDS:-15}"
+step "all tests passed"
