@@ -576,7 +576,7 @@ impl Connection {
             self.replacing,
             peer_lt_me,
         );
-        debug!(peer = ?self.peer_addr, gseq = connect.global_seq, cseq = connect.connect_seq, ?view, ?decision, row, "accept decision");
+        debug!(peer = %self.peer_label(), gseq = connect.global_seq, cseq = connect.connect_seq, ?view, ?decision, row, "accept decision");
         self.state = State::ServerConnect;
         self.rx_need = ConnectRepr::LEN;
         match (decision, existing) {
@@ -715,6 +715,10 @@ impl Connection {
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    fn peer_label(&self) -> PeerLabel {
+        PeerLabel(self.peer_addr)
     }
 
     // ---- internals: reading ----
@@ -971,7 +975,7 @@ impl Connection {
         }
         self.backoff = std::time::Duration::ZERO;
         self.set_features(reply.features & self.policy.features_supported);
-        info!(peer = ?self.peer_addr, cseq = self.session.connect_seq, lossy = self.policy.lossy, features = format_args!("{:#x}", self.features), "connected");
+        info!(peer = %self.peer_label(), cseq = self.session.connect_seq, lossy = self.policy.lossy, features = format_args!("{:#x}", self.features), "connected");
         self.events.push_back(Event::Connected);
         self.ready(now);
         Ok(())
@@ -1110,7 +1114,7 @@ impl Connection {
         }
         self.replacing = false;
         self.session.once_ready = true;
-        info!(peer = ?self.peer_addr, cseq = self.session.connect_seq, tag = ?r.tag, lossy = self.policy.lossy, "accepted");
+        info!(peer = %self.peer_label(), cseq = self.session.connect_seq, tag = ?r.tag, lossy = self.policy.lossy, "accepted");
         self.events.push_back(Event::Accepted);
         if seq_exchange {
             self.state = State::ServerSeq;
@@ -1139,7 +1143,7 @@ impl Connection {
         let pgs = self.session.peer_global_seq;
         self.reply(c, Tag::RetryGlobal, pgs, 0);
         new.stop();
-        info!(peer = ?self.peer_addr, "existing session adopts the new transport");
+        info!(peer = %self.peer_label(), "existing session adopts the new transport");
     }
 
     fn read_stream(&mut self, now: Instant, rx: &mut BytesMut) -> Result<Step, Stop> {
@@ -1188,7 +1192,7 @@ impl Connection {
             }
             Peek::Close => {
                 rx.advance(p.frame_len());
-                info!(peer = ?self.peer_addr, "peer sent CLOSE");
+                info!(peer = %self.peer_label(), "peer sent CLOSE");
                 self.stop();
                 return Err(Stop::Closed(Fault::PeerClosed));
             }
@@ -1286,7 +1290,14 @@ impl Connection {
             return;
         }
         self.stats.faults += 1;
-        warn!(peer = ?self.peer_addr, %cause, state = ?self.phase(), "fault");
+        match cause {
+            // The peer broke the protocol or cannot talk to us: worth an operator's eye.
+            Fault::Decode(_) | Fault::Misbehaved(_) | Fault::Incompatible(_) => {
+                warn!(peer = %self.peer_label(), %cause, state = ?self.phase(), "fault")
+            }
+            // Sockets come and go; the session handles it.
+            _ => info!(peer = %self.peer_label(), %cause, state = ?self.phase(), "fault"),
+        }
         if self.policy.lossy && !self.state.is_before_server_hello() {
             self.stop();
             self.events.push_back(Event::Reset);
@@ -1347,7 +1358,19 @@ impl Connection {
     fn enter_standby(&mut self) {
         self.state = State::Standby;
         self.timers.stop_all();
-        debug!(peer = ?self.peer_addr, "standby");
+        debug!(peer = %self.peer_label(), "standby");
+    }
+}
+
+/// Displays a peer address, or `?` before it is known.
+struct PeerLabel(Option<EntityAddr>);
+
+impl std::fmt::Display for PeerLabel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(a) => write!(f, "{a}"),
+            None => f.write_str("?"),
+        }
     }
 }
 

@@ -29,6 +29,7 @@
 
 pub(crate) mod capture;
 pub(crate) mod mon;
+pub(crate) mod monclient;
 pub(crate) mod skip;
 
 use std::io::Read;
