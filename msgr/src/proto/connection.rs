@@ -740,6 +740,10 @@ impl Connection {
             }
             State::ServerHello => {
                 if rx.len() < CLIENT_HELLO_LEN {
+                    // Refuse a wrong banner as soon as it is in, not when 145 bytes are.
+                    if rx.len() >= banner::BANNER_LEN {
+                        banner::check_banner(rx).map_err(fault)?;
+                    }
                     return self.need(CLIENT_HELLO_LEN);
                 }
                 let mut peer = banner::parse_client_hello(rx).map_err(fault)?;
@@ -785,6 +789,9 @@ impl Connection {
 
     fn read_server_hello(&mut self, now: Instant, rx: &mut BytesMut) -> Result<Step, Stop> {
         if rx.len() < SERVER_HELLO_LEN {
+            if rx.len() >= banner::BANNER_LEN {
+                banner::check_banner(rx).map_err(fault)?;
+            }
             return self.need(SERVER_HELLO_LEN);
         }
         let hello = ServerHello::parse(rx).map_err(fault)?;
