@@ -75,6 +75,26 @@ pub struct BlockingConn {
 }
 
 impl BlockingConn {
+    fn new(
+        conn: Connection,
+        sock: Option<TcpStream>,
+        epoch: std::time::Instant,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            conn,
+            sock,
+            rx: BytesMut::with_capacity(64 * 1024),
+            epoch,
+            peer,
+            pending: VecDeque::new(),
+            last_fault: None,
+            connect_timeout: Duration::from_secs(5),
+            bytes_read: 0,
+            bytes_written: 0,
+        }
+    }
+
     /// Starts a session with `peer` (of type `peer_type`) and waits until it is open.
     pub fn connect(
         cfg: Config,
@@ -86,18 +106,7 @@ impl BlockingConn {
         let epoch = std::time::Instant::now();
         let seed = u64::from(cfg.addr.nonce) ^ epoch.elapsed().as_nanos() as u64 ^ 0x6d73_6772;
         let conn = Connection::connect(Arc::new(cfg), Instant::ZERO, peer, peer_type, seed);
-        let mut me = Self {
-            conn,
-            sock: None,
-            rx: BytesMut::with_capacity(64 * 1024),
-            epoch,
-            peer: sock_addr,
-            pending: VecDeque::new(),
-            last_fault: None,
-            connect_timeout: Duration::from_secs(5),
-            bytes_read: 0,
-            bytes_written: 0,
-        };
+        let mut me = Self::new(conn, None, epoch, sock_addr);
         let deadline = me.now() + timeout;
         loop {
             if let Err(e) = me.turn(deadline) {
@@ -125,18 +134,7 @@ impl BlockingConn {
         let _ = sock.set_nodelay(true);
         let seed = u64::from(cfg.addr.nonce) ^ epoch.elapsed().as_nanos() as u64 ^ 0x7372_7672;
         let conn = Connection::accept(Arc::new(cfg), Instant::ZERO, peer, seed);
-        let mut me = Self {
-            conn,
-            sock: Some(sock),
-            rx: BytesMut::with_capacity(64 * 1024),
-            epoch,
-            peer,
-            pending: VecDeque::new(),
-            last_fault: None,
-            connect_timeout: Duration::from_secs(5),
-            bytes_read: 0,
-            bytes_written: 0,
-        };
+        let mut me = Self::new(conn, Some(sock), epoch, peer);
         let deadline = me.now() + timeout;
         loop {
             me.turn(deadline)?;

@@ -882,19 +882,16 @@ impl Connection {
         }
         let reply =
             ConnectReplyRepr::parse(&ConnectReply::new_unchecked(&rx[..])).map_err(fault)?;
-        let limit = self.cfg.options.limits.max_authorizer;
-        if reply.authorizer_len > limit {
-            return Err(fault(DecodeError::TooLarge {
-                what: "authorizer reply",
-                len: u64::from(reply.authorizer_len),
-                limit: u64::from(limit),
-            }));
-        }
-        let total = ConnectReplyRepr::LEN + reply.authorizer_len as usize;
-        if rx.len() < total {
-            return self.need(total);
-        }
-        rx.advance(total); // auth none: the authorizer reply carries nothing we check
+        // Auth none: the authorizer reply carries nothing we check.
+        let Some(_authorizer_reply) = self.take_with_authorizer(
+            rx,
+            ConnectReplyRepr::LEN,
+            reply.authorizer_len,
+            "authorizer reply",
+        )?
+        else {
+            return Ok(Step::NeedMore);
+        };
         if let State::ClientReply { sent } = &self.state {
             debug!(tag = ?reply.tag, gseq = reply.global_seq, cseq = reply.connect_seq, our_gseq = sent.global_seq, our_cseq = sent.connect_seq, "client: connect reply");
         }
@@ -988,25 +985,43 @@ impl Connection {
         Ok(())
     }
 
+    /// Consumes a fixed-size connect (or reply) and the authorizer that follows it, once
+    /// both are in; `None` (with `rx_need` set) until then. A length above the configured
+    /// limit is refused before anything is buffered for it.
+    fn take_with_authorizer(
+        &mut self,
+        rx: &mut BytesMut,
+        fixed: usize,
+        len: u32,
+        what: &'static str,
+    ) -> Result<Option<Bytes>, Stop> {
+        let limit = self.cfg.options.limits.max_authorizer;
+        if len > limit {
+            return Err(fault(DecodeError::TooLarge {
+                what,
+                len: u64::from(len),
+                limit: u64::from(limit),
+            }));
+        }
+        let total = fixed + len as usize;
+        if rx.len() < total {
+            self.rx_need = total;
+            return Ok(None);
+        }
+        rx.advance(fixed);
+        Ok(Some(rx.split_to(len as usize).freeze()))
+    }
+
     fn read_connect(&mut self, now: Instant, rx: &mut BytesMut) -> Result<Step, Stop> {
         if rx.len() < ConnectRepr::LEN {
             return self.need(ConnectRepr::LEN);
         }
         let connect = ConnectRepr::parse(&Connect::new_unchecked(&rx[..])).map_err(fault)?;
-        let limit = self.cfg.options.limits.max_authorizer;
-        if connect.authorizer_len > limit {
-            return Err(fault(DecodeError::TooLarge {
-                what: "authorizer",
-                len: u64::from(connect.authorizer_len),
-                limit: u64::from(limit),
-            }));
-        }
-        let total = ConnectRepr::LEN + connect.authorizer_len as usize;
-        if rx.len() < total {
-            return self.need(total);
-        }
-        rx.advance(ConnectRepr::LEN);
-        let authorizer = rx.split_to(connect.authorizer_len as usize).freeze();
+        let Some(authorizer) =
+            self.take_with_authorizer(rx, ConnectRepr::LEN, connect.authorizer_len, "authorizer")?
+        else {
+            return Ok(Step::NeedMore);
+        };
         debug!(gseq = connect.global_seq, cseq = connect.connect_seq, host_type = %connect.host_type, "server: connect");
 
         self.peer_type = Some(connect.host_type);
