@@ -125,6 +125,41 @@ fn row_1_protocol_mismatch_badprotover() {
     assert_eq!(r.tag, Tag::Seq);
 }
 
+/// Row 2 adds MSG_AUTH / CEPHX_V2 to the requirements only for cephx authorizers. With
+/// auth none nothing is added: a peer without MSG_AUTH still opens (old 13-byte footer),
+/// and a cephx authorizer is refused outright (row 4) since this messenger has no cephx.
+#[test]
+fn row_2_signature_requirements_only_apply_to_cephx() {
+    let mut sim = Sim::new(2);
+    let mut cfg = Sim::config(EntityType::OSD, 0, 6800);
+    cfg.policies.default = Policy::stateless_server(0);
+    let s = sim.node(cfg);
+    let mut a = Script::open(&mut sim, s, addr(50000, 1));
+    let mut c = connect(EntityType::OSD, 10, 1, 0);
+    c.features = features::PACIFIC_ALL & !features::MSG_AUTH & !features::CEPHX_V2;
+    let r = a.connect(c);
+    assert_eq!(r.tag, Tag::Seq);
+    let mut b = Script::open(&mut sim, s, addr(50001, 1));
+    let mut c = connect(EntityType::OSD, 10, 1, 0);
+    c.authorizer_protocol = 2;
+    c.authorizer_len = 1;
+    sim_send_with_authorizer(&mut b, c, &[0], Tag::BadAuthorizer);
+}
+
+/// Row 5 (CHALLENGE_AUTHORIZER) is cephx's second round; an auth-none authorizer is
+/// accepted in one step, so the answer to a good one is the session itself.
+#[test]
+fn row_5_no_challenge_round_for_auth_none() {
+    let mut sim = Sim::new(5);
+    let s = sim.node(Sim::config(EntityType::OSD, 0, 6800));
+    let mut a = Script::open(&mut sim, s, addr(50000, 1));
+    let good = [1, 8, 0, 0, 0, 1, 0, 0, 0, b'x', 0, 0, 0, 0, 0, 0, 0, 0];
+    let mut c = connect(EntityType::CLIENT, 24, 1, 0);
+    c.authorizer_protocol = 1;
+    c.authorizer_len = good.len() as u32;
+    sim_send_with_authorizer(&mut a, c, &good, Tag::Seq);
+}
+
 #[test]
 fn row_3_missing_features() {
     let mut sim = Sim::new(3);
