@@ -108,7 +108,7 @@ pub fn decide(
         );
     }
     if connect.connect_seq < ex.connect_seq {
-        return (Decision::RetrySession(ex.connect_seq + 1), 13);
+        return (Decision::RetrySession(ex.connect_seq.wrapping_add(1)), 13);
     }
     if connect.connect_seq == ex.connect_seq {
         if matches!(ex.state, ExistingState::Open | ExistingState::Standby) {
@@ -121,7 +121,7 @@ pub fn decide(
                     14,
                 );
             }
-            return (Decision::RetrySession(ex.connect_seq + 1), 14);
+            return (Decision::RetrySession(ex.connect_seq.wrapping_add(1)), 14);
         }
         if peer_lt_me || ex.policy_server {
             return (
@@ -241,6 +241,31 @@ mod tests {
                 12
             ),
             "without resetcheck the session survives"
+        );
+    }
+
+    #[test]
+    fn retry_session_wraps_an_existing_connect_seq_of_u32_max() {
+        // Ceph's `existing->connect_seq + 1` is unsigned and wraps; it must not overflow.
+        assert_eq!(
+            decide(
+                &connect(11, 1),
+                Some(&ex(Connecting, u32::MAX, 10)),
+                true,
+                false,
+                false
+            ),
+            (Decision::RetrySession(0), 13)
+        );
+        assert_eq!(
+            decide(
+                &connect(11, u32::MAX),
+                Some(&ex(Open, u32::MAX, 10)),
+                true,
+                false,
+                false
+            ),
+            (Decision::RetrySession(0), 14)
         );
     }
 

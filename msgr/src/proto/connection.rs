@@ -685,7 +685,7 @@ impl Connection {
                 continue;
             }
             if let Some(mut m) = self.session.next_outgoing() {
-                self.session.out_seq += 1;
+                self.session.out_seq = self.session.out_seq.wrapping_add(1);
                 m.header.seq = self.session.out_seq;
                 m.header.src = self.cfg.name;
                 frame::encode_msg(&m, &self.frame, &mut self.tx);
@@ -968,7 +968,8 @@ impl Connection {
         self.session.peer_global_seq = reply.global_seq;
         self.policy.lossy = reply.is_lossy();
         self.session.once_ready = true;
-        self.session.connect_seq += 1;
+        // A u32 the peer can set (RETRY_SESSION): it wraps as in Ceph, never overflows.
+        self.session.connect_seq = self.session.connect_seq.wrapping_add(1);
         if self.session.connect_seq != reply.connect_seq {
             return Err(Stop::Fault(Fault::Misbehaved(
                 PeerMisbehaved::ConnectSeqMismatch {
@@ -1106,7 +1107,8 @@ impl Connection {
 
     /// Ceph's `open()`: the session is (re)opened on this connection.
     fn open(&mut self, now: Instant, c: &ConnectRepr) {
-        self.session.connect_seq = c.connect_seq + 1;
+        // The peer's u32 counter: u32::MAX wraps to 0 as in Ceph (it used to overflow).
+        self.session.connect_seq = c.connect_seq.wrapping_add(1);
         self.session.peer_global_seq = c.global_seq;
         let seq_exchange =
             features::has(c.features, features::RECONNECT_SEQ) && !self.is_reset_from_peer;
@@ -1231,7 +1233,7 @@ impl Connection {
             self.stats.dropped_old += 1;
             return;
         }
-        if seq > in_seq + 1 {
+        if seq - in_seq > 1 {
             warn!(seq, in_seq, "missed message? sequence skipped ahead");
         }
         self.session.in_seq = seq;
@@ -1371,7 +1373,7 @@ impl Connection {
             if self.policy.server {
                 self.enter_standby();
             } else {
-                self.session.connect_seq += 1;
+                self.session.connect_seq = self.session.connect_seq.wrapping_add(1);
                 self.start_connect(now);
             }
         }
@@ -1427,4 +1429,107 @@ enum Stop {
     Fault(Fault),
     /// The connection is already stopped (peer CLOSE); report without reacting.
     Closed(Fault),
+}
+
+#[cfg(test)]
+mod tests {
+    //! `connect_seq` arithmetic on values the peer chose (found by `msgr/fuzz`'s
+    //! `server_handshake` target: "attempt to add with overflow" in `open`). Ceph's counter is
+    //! an unsigned 32-bit integer that wraps; ours must wrap too, not panic.
+    use super::*;
+    use crate::entity::EntityName;
+    use crate::features::PACIFIC_ALL;
+    use crate::wire::banner::BANNER;
+    use crate::wire::ConnectReply;
+
+    const T: Instant = Instant::from_nanos(1);
+
+    fn drain(c: &mut Connection) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(b) = c.poll_transmit(T) {
+            out.extend_from_slice(&b);
+        }
+        out
+    }
+
+    #[test]
+    fn server_open_wraps_a_peer_connect_seq_of_u32_max() {
+        let me = EntityName::new(EntityType::MON, 0);
+        let mut cfg = Config::new(me, "v1:127.0.0.1:6789/0".parse().unwrap());
+        cfg.policies.default = Policy::stateless_server(0);
+        let mut c = Connection::accept(Arc::new(cfg), T, "127.0.0.1:40000".parse().unwrap(), 3);
+        let mut rx = BytesMut::from(&BANNER[..]);
+        let client: EntityAddr = "v1:127.0.0.1:40000/5".parse().unwrap();
+        rx.extend_from_slice(&client.to_legacy());
+        let connect = ConnectRepr {
+            features: PACIFIC_ALL,
+            host_type: EntityType::CLIENT,
+            global_seq: 1,
+            connect_seq: u32::MAX,
+            protocol_version: 15,
+            authorizer_protocol: 0,
+            authorizer_len: 0,
+            flags: 0,
+        };
+        rx.extend_from_slice(&connect.emit());
+        c.handle_input(T, &mut rx).unwrap();
+        let out = drain(&mut c);
+        let reply = ConnectReply::new_checked(&out[SERVER_HELLO_LEN..]).unwrap();
+        let reply = ConnectReplyRepr::parse(&reply).unwrap();
+        assert_eq!(reply.tag, Tag::Seq);
+        assert_eq!(reply.connect_seq, 0, "u32::MAX + 1 wraps");
+        assert_eq!(c.connect_seq(), 0);
+    }
+
+    /// A lossless client that has read the server hello, with replies to feed.
+    fn client() -> (Connection, BytesMut) {
+        let me = EntityName::new(EntityType::CLIENT, -1);
+        let mut cfg = Config::new(me, EntityAddr::none());
+        cfg.policies.default = Policy::lossless_client(0);
+        let server: EntityAddr = "v1:127.0.0.1:6789/0".parse().unwrap();
+        let mut c = Connection::connect(Arc::new(cfg), T, server, EntityType::MON, 7);
+        assert!(matches!(c.poll_event(), Some(Event::Dial)));
+        c.handle_connected(T);
+        let hello = ServerHello {
+            server_addr: server,
+            client_addr: "v1:127.0.0.1:40000/0".parse().unwrap(),
+        };
+        (c, BytesMut::from(&hello.emit()[..]))
+    }
+
+    fn reply(tag: Tag, connect_seq: u32) -> [u8; ConnectReplyRepr::LEN] {
+        ConnectReplyRepr {
+            tag,
+            features: PACIFIC_ALL,
+            global_seq: 1,
+            connect_seq,
+            protocol_version: 15,
+            authorizer_len: 0,
+            flags: 0,
+        }
+        .emit()
+    }
+
+    #[test]
+    fn client_ready_wraps_connect_seq_after_retry_session_to_u32_max() {
+        let (mut c, mut rx) = client();
+        rx.extend_from_slice(&reply(Tag::RetrySession, u32::MAX));
+        rx.extend_from_slice(&reply(Tag::Ready, 0));
+        c.handle_input(T, &mut rx).unwrap();
+        assert!(c.is_open());
+        assert_eq!(c.connect_seq(), 0);
+    }
+
+    #[test]
+    fn lossless_client_redial_wraps_connect_seq() {
+        let (mut c, mut rx) = client();
+        rx.extend_from_slice(&reply(Tag::RetrySession, u32::MAX - 1));
+        rx.extend_from_slice(&reply(Tag::Ready, u32::MAX));
+        c.handle_input(T, &mut rx).unwrap();
+        assert!(c.is_open());
+        assert_eq!(c.connect_seq(), u32::MAX);
+        // An open lossless client redials at once after a fault, with connect_seq + 1.
+        c.handle_transport_error(T, TransportError::Eof);
+        assert_eq!(c.connect_seq(), 0);
+    }
 }

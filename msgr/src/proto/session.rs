@@ -110,7 +110,7 @@ impl Session {
             .is_some_and(|m| m.header.seq != 0 && m.header.seq <= peer_in_seq)
         {
             q.pop_front();
-            self.out_seq += 1;
+            self.out_seq = self.out_seq.wrapping_add(1);
             n += 1;
         }
         if q.is_empty() {
