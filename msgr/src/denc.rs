@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::error::DecodeError;
 
@@ -84,6 +84,13 @@ impl Reader {
     /// A `u8`.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1, "u8")?[0])
+    }
+    /// The next byte without consuming it (a format marker or version to dispatch on).
+    pub fn peek_u8(&self) -> Result<u8, DecodeError> {
+        if self.remaining() == 0 {
+            return Err(DecodeError::Truncated { what: "u8" });
+        }
+        Ok(self.buf[self.pos])
     }
     /// A little-endian `u16`.
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -253,7 +260,7 @@ impl Reader {
 /// A growable output buffer that knows the features the peer negotiated.
 #[derive(Debug, Default)]
 pub struct Writer {
-    buf: BytesMut,
+    buf: Vec<u8>,
     features: u64,
 }
 
@@ -266,7 +273,7 @@ impl Writer {
     /// An empty writer encoding for a peer with `features`.
     pub fn new(features: u64) -> Self {
         Self {
-            buf: BytesMut::new(),
+            buf: Vec::new(),
             features,
         }
     }
@@ -274,7 +281,7 @@ impl Writer {
     /// An empty writer with room for `cap` bytes.
     pub fn with_capacity(features: u64, cap: usize) -> Self {
         Self {
-            buf: BytesMut::with_capacity(cap),
+            buf: Vec::with_capacity(cap),
             features,
         }
     }
@@ -296,39 +303,39 @@ impl Writer {
 
     /// A `u8`.
     pub fn u8(&mut self, v: u8) {
-        self.buf.put_u8(v);
+        self.buf.push(v);
     }
     /// A little-endian `u16`.
     pub fn u16(&mut self, v: u16) {
-        self.buf.put_u16_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A little-endian `u32`.
     pub fn u32(&mut self, v: u32) {
-        self.buf.put_u32_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A little-endian `u64`.
     pub fn u64(&mut self, v: u64) {
-        self.buf.put_u64_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A little-endian `i16`.
     pub fn i16(&mut self, v: i16) {
-        self.buf.put_i16_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A little-endian `i32`.
     pub fn i32(&mut self, v: i32) {
-        self.buf.put_i32_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A little-endian `i64`.
     pub fn i64(&mut self, v: i64) {
-        self.buf.put_i64_le(v);
+        self.buf.extend_from_slice(&v.to_le_bytes());
     }
     /// A `bool` as one byte.
     pub fn bool(&mut self, v: bool) {
-        self.buf.put_u8(u8::from(v));
+        self.buf.push(u8::from(v));
     }
     /// Raw bytes with no length prefix.
     pub fn raw(&mut self, v: &[u8]) {
-        self.buf.put_slice(v);
+        self.buf.extend_from_slice(v);
     }
 
     /// A 32-bit length or count. Ceph's containers cannot describe more than `u32::MAX`
@@ -393,7 +400,7 @@ impl Writer {
 
     /// The encoded bytes.
     pub fn finish(self) -> Bytes {
-        self.buf.freeze()
+        Bytes::from(self.buf)
     }
 }
 

@@ -469,8 +469,7 @@ impl Encode for EntityAddrVec {
 impl Decode for EntityAddrVec {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         // Peek the marker: 0 and 1 are a single address, 2 a vector.
-        let mut peek = r.clone();
-        match peek.u8()? {
+        match r.peek_u8()? {
             0 | 1 => Ok(Self(vec![EntityAddr::decode(r)?])),
             2 => {
                 r.u8()?;

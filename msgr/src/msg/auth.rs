@@ -110,7 +110,7 @@ impl AuthNegotiate {
 
     /// Decodes payload bytes, rejecting leftovers.
     pub fn from_bytes(b: &Bytes) -> Result<Self, DecodeError> {
-        decode_front(b, "auth negotiation payload", Self::decode)
+        decode_front(b.clone(), "auth negotiation payload", Self::decode)
     }
 }
 
@@ -234,8 +234,8 @@ impl TypedMessage for MAuth {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MAuth", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MAuth", |r| {
             let paxos = r.decode()?;
             let protocol = r.u32()?;
             let auth_payload = r.bufferlist()?;
@@ -285,8 +285,8 @@ impl TypedMessage for MAuthReply {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MAuthReply", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MAuthReply", |r| {
             Ok(Self {
                 protocol: r.u32()?,
                 result: r.i32()?,
@@ -405,7 +405,7 @@ mod tests {
             front: Bytes::from(f),
             ..Payload::default()
         };
-        let m = MAuth::decode_payload(&MessageHeader::new(MsgType::AUTH, 1, 1), &p).unwrap();
+        let m = MAuth::decode_payload(&MessageHeader::new(MsgType::AUTH, 1, 1), p.clone()).unwrap();
         assert_eq!(
             (m.protocol, m.monmap_epoch, m.auth_payload.len()),
             (1, 0, 0)
@@ -423,14 +423,14 @@ mod tests {
                 front: full.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MAuth::decode_payload(&h, &p).is_err(), "cut {cut}");
+            assert!(MAuth::decode_payload(&h, p.clone()).is_err(), "cut {cut}");
         }
         // A cut inside the epoch is an error too (only a fully absent epoch is allowed).
         let p = Payload {
             front: full.slice(..full.len() - 2),
             ..Payload::default()
         };
-        assert!(MAuth::decode_payload(&h, &p).is_err());
+        assert!(MAuth::decode_payload(&h, p.clone()).is_err());
         // A bufferlist claiming 4 GiB.
         let mut f = full.to_vec();
         f[22..26].copy_from_slice(&[0xff; 4]);
@@ -439,7 +439,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MAuth::decode_payload(&h, &p),
+            MAuth::decode_payload(&h, p.clone()),
             Err(DecodeError::Truncated { what: "bufferlist" })
         );
         // A supported-methods vector claiming 4 billion entries.
@@ -473,12 +473,15 @@ mod tests {
                 front: f.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MAuthReply::decode_payload(&rh, &p).is_err(), "cut {cut}");
+            assert!(
+                MAuthReply::decode_payload(&rh, p.clone()).is_err(),
+                "cut {cut}"
+            );
         }
         assert_eq!(
             MAuthReply::decode_payload(
                 &rh,
-                &Payload {
+                Payload {
                     front: f,
                     ..Payload::default()
                 }
@@ -487,7 +490,7 @@ mod tests {
             reply
         );
         assert!(matches!(
-            MAuthReply::decode_payload(&rh, &front(b"\x01")),
+            MAuthReply::decode_payload(&rh, front(b"\x01")),
             Err(DecodeError::Truncated { .. })
         ));
     }

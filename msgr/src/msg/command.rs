@@ -52,8 +52,8 @@ impl TypedMessage for MCommand {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MCommand", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MCommand", |r| {
             Ok(Self {
                 fsid: r.decode()?,
                 cmd: r.vec()?,
@@ -91,8 +91,8 @@ impl TypedMessage for MCommandReply {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MCommandReply", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MCommandReply", |r| {
             Ok(Self {
                 r: r.i32()?,
                 rs: r.string()?,
@@ -158,7 +158,10 @@ mod tests {
                 front: f.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MCommand::decode_payload(&h, &p).is_err(), "cut {cut}");
+            assert!(
+                MCommand::decode_payload(&h, p.clone()).is_err(),
+                "cut {cut}"
+            );
         }
         let mut hostile = vec![0x11; 16];
         hostile.extend_from_slice(&[0xff; 4]);
@@ -168,7 +171,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MCommand::decode_payload(&h, &p),
+            MCommand::decode_payload(&h, p.clone()),
             Err(DecodeError::Truncated { what: "container" })
         );
         let rh = MessageHeader::new(MsgType::COMMAND_REPLY, 1, 1);
@@ -184,7 +187,10 @@ mod tests {
                 front: rf.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MCommandReply::decode_payload(&rh, &p).is_err(), "cut {cut}");
+            assert!(
+                MCommandReply::decode_payload(&rh, p.clone()).is_err(),
+                "cut {cut}"
+            );
         }
         let mut m = MCommand::new(fsid(), vec![]).to_message(0);
         m.header.compat_version = 2;

@@ -178,7 +178,7 @@ pub trait TypedMessage: Sized {
     fn encode_payload(&self, features: u64) -> Payload;
 
     /// Decodes the payload. `header.version` tells which encoding the sender used.
-    fn decode_payload(header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError>;
+    fn decode_payload(header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError>;
 
     /// The message to send, encoded for a peer with `features`.
     fn to_message(&self, features: u64) -> Message {
@@ -194,34 +194,52 @@ pub trait TypedMessage: Sized {
     /// Decodes `m`, which must have type [`Self::TYPE`] and a `compat_version` this decoder
     /// understands (Ceph's `decode_message` rule), without copying its segments.
     fn from_message(m: &Message) -> Result<Self, DecodeError> {
-        if m.header.ty != Self::TYPE {
-            return Err(DecodeError::Invalid {
-                what: "message type",
-            });
-        }
-        if m.header.compat_version > Self::HEAD_VERSION {
-            return Err(DecodeError::UnsupportedVersion {
-                what: "message",
-                compat: u8::try_from(m.header.compat_version).unwrap_or(u8::MAX),
-                supported: u8::try_from(Self::HEAD_VERSION).unwrap_or(u8::MAX),
-            });
-        }
+        check_decodable::<Self>(&m.header)?;
         let p = Payload {
             front: m.front.clone(),
             middle: m.middle.clone(),
             data: m.data.clone(),
         };
-        Self::decode_payload(&m.header, &p)
+        Self::decode_payload(&m.header, p)
     }
+
+    /// [`TypedMessage::from_message`] for a message the caller owns (the usual case for a
+    /// received one): its segments move into the payload instead of being shared.
+    fn decode(m: Message) -> Result<Self, DecodeError> {
+        check_decodable::<Self>(&m.header)?;
+        let p = Payload {
+            front: m.front,
+            middle: m.middle,
+            data: m.data,
+        };
+        Self::decode_payload(&m.header, p)
+    }
+}
+
+/// Ceph's `decode_message` checks: the right type, and a compat version we understand.
+fn check_decodable<T: TypedMessage>(h: &MessageHeader) -> Result<(), DecodeError> {
+    if h.ty != T::TYPE {
+        return Err(DecodeError::Invalid {
+            what: "message type",
+        });
+    }
+    if h.compat_version > T::HEAD_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            what: "message",
+            compat: u8::try_from(h.compat_version).unwrap_or(u8::MAX),
+            supported: u8::try_from(T::HEAD_VERSION).unwrap_or(u8::MAX),
+        });
+    }
+    Ok(())
 }
 
 /// Decodes a whole front segment with `f`, rejecting bytes left over.
 pub fn decode_front<T>(
-    front: &Bytes,
+    front: Bytes,
     what: &'static str,
     f: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
 ) -> Result<T, DecodeError> {
-    let mut r = Reader::new(front.clone());
+    let mut r = Reader::new(front);
     let v = f(&mut r)?;
     r.finish(what)?;
     Ok(v)

@@ -48,8 +48,8 @@ impl TypedMessage for MMonGetVersion {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MMonGetVersion", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MMonGetVersion", |r| {
             Ok(Self {
                 handle: r.u64()?,
                 what: r.string()?,
@@ -86,8 +86,8 @@ impl TypedMessage for MMonGetVersionReply {
         }
     }
 
-    fn decode_payload(header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MMonGetVersionReply", |r| {
+    fn decode_payload(header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MMonGetVersionReply", |r| {
             let handle = r.u64()?;
             let version = r.u64()?;
             let oldest_version = if header.version >= 2 { r.u64()? } else { 0 };
@@ -155,7 +155,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MMonGetVersionReply::decode_payload(&h1, &p).unwrap(),
+            MMonGetVersionReply::decode_payload(&h1, p.clone()).unwrap(),
             MMonGetVersionReply {
                 handle: 42,
                 version: 1,
@@ -168,7 +168,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MMonGetVersionReply::decode_payload(&h1, &p),
+            MMonGetVersionReply::decode_payload(&h1, p.clone()),
             Err(DecodeError::TrailingData {
                 what: "MMonGetVersionReply"
             })
@@ -184,14 +184,17 @@ mod tests {
                 front: f.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MMonGetVersion::decode_payload(&h, &p).is_err(), "cut {cut}");
+            assert!(
+                MMonGetVersion::decode_payload(&h, p.clone()).is_err(),
+                "cut {cut}"
+            );
         }
         let p = Payload {
             front: Bytes::from_static(b"\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff\xff"),
             ..Payload::default()
         };
         assert_eq!(
-            MMonGetVersion::decode_payload(&h, &p),
+            MMonGetVersion::decode_payload(&h, p.clone()),
             Err(DecodeError::Truncated { what: "string" })
         );
         let rf = MMonGetVersionReply {
@@ -208,7 +211,7 @@ mod tests {
                 ..Payload::default()
             };
             assert!(
-                MMonGetVersionReply::decode_payload(&rh, &p).is_err(),
+                MMonGetVersionReply::decode_payload(&rh, p.clone()).is_err(),
                 "cut {cut}"
             );
         }

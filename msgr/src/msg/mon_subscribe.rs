@@ -105,8 +105,8 @@ impl TypedMessage for MMonSubscribe {
         }
     }
 
-    fn decode_payload(header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MMonSubscribe", |r| {
+    fn decode_payload(header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MMonSubscribe", |r| {
             if header.version < 2 {
                 let n = r.count(17)?;
                 let mut what = BTreeMap::new();
@@ -156,8 +156,8 @@ impl TypedMessage for MMonSubscribeAck {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MMonSubscribeAck", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MMonSubscribeAck", |r| {
             Ok(Self {
                 interval: r.u32()?,
                 fsid: r.decode()?,
@@ -235,7 +235,7 @@ mod tests {
             ),
             ..Payload::default()
         };
-        let m = MMonSubscribe::decode_payload(&hdr(2), &p).unwrap();
+        let m = MMonSubscribe::decode_payload(&hdr(2), p.clone()).unwrap();
         assert_eq!(m.what["x"], SubscribeItem { start: 5, flags: 1 });
         assert_eq!(m.hostname, "");
         // v0: {unused, have 7, onetime 1} means start 8, ONETIME.
@@ -249,7 +249,7 @@ mod tests {
             front: Bytes::from(f),
             ..Payload::default()
         };
-        let m = MMonSubscribe::decode_payload(&hdr(0), &p).unwrap();
+        let m = MMonSubscribe::decode_payload(&hdr(0), p.clone()).unwrap();
         assert_eq!(
             m.what["a"],
             SubscribeItem {
@@ -272,7 +272,7 @@ mod tests {
                 ..Payload::default()
             };
             assert!(
-                MMonSubscribe::decode_payload(&hdr(3), &p).is_err(),
+                MMonSubscribe::decode_payload(&hdr(3), p.clone()).is_err(),
                 "cut {cut}"
             );
         }
@@ -281,7 +281,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MMonSubscribe::decode_payload(&hdr(2), &p),
+            MMonSubscribe::decode_payload(&hdr(2), p.clone()),
             Err(DecodeError::TrailingData {
                 what: "MMonSubscribe"
             })
@@ -292,7 +292,7 @@ mod tests {
                 ..Payload::default()
             };
             assert_eq!(
-                MMonSubscribe::decode_payload(&hdr(version), &p),
+                MMonSubscribe::decode_payload(&hdr(version), p.clone()),
                 Err(DecodeError::Truncated { what: "container" })
             );
         }
@@ -322,7 +322,7 @@ mod tests {
                 front: m.front.slice(..cut),
                 ..Payload::default()
             };
-            assert!(MMonSubscribeAck::decode_payload(&h, &p).is_err());
+            assert!(MMonSubscribeAck::decode_payload(&h, p.clone()).is_err());
         }
         let mut m2 = m.clone();
         m2.header.compat_version = 2;

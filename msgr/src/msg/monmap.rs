@@ -255,7 +255,7 @@ impl MonMap {
 
     /// Decodes a whole encoded map (e.g. [`MMonMap::monmap`]), rejecting trailing bytes.
     pub fn from_bytes(b: &Bytes) -> Result<Self, DecodeError> {
-        decode_front(b, "MonMap", Self::decode)
+        decode_front(b.clone(), "MonMap", Self::decode)
     }
 
     /// Encodes the map as Ceph would for a peer with `features`.
@@ -309,7 +309,7 @@ impl Decode for MonMap {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         // DECODE_START_LEGACY_COMPAT_LEN_16(9, 3, 3): versions 1 and 2 wrote a u16 version
         // and no compat/length; from 3 on it is a normal ENCODE_START header.
-        let version = r.clone().u8()?;
+        let version = r.peek_u8()?;
         let header = if version >= 3 {
             Some(r.struct_start("MonMap", 9)?)
         } else {
@@ -499,8 +499,8 @@ impl TypedMessage for MMonMap {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MMonMap", |r| {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MMonMap", |r| {
             Ok(Self {
                 monmap: r.bufferlist()?,
             })
@@ -748,7 +748,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MMonMap::decode_payload(&MessageHeader::new(MsgType::MON_MAP, 1, 1), &p),
+            MMonMap::decode_payload(&MessageHeader::new(MsgType::MON_MAP, 1, 1), p.clone()),
             Err(DecodeError::Truncated { what: "bufferlist" })
         );
     }

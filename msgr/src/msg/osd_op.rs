@@ -36,7 +36,7 @@
 use bytes::Bytes;
 
 use super::osd_types::{
-    flags, merge_data, object_hash, split_data, stable_mod, EVersion, ObjectLocator, OsdOp,
+    flags, merge_data, object_hash, stable_mod, take_data, EVersion, ObjectLocator, OsdOp,
     OsdOpCode, PgId, ReqId, RequestRedirect, SpgId, TraceInfo, NOSNAP, OSD_OP_LEN,
 };
 use super::types::UTime;
@@ -48,21 +48,22 @@ use crate::features;
 /// `osd_client_op_priority`'s default: the header priority Objecter gives client ops.
 pub const OSD_CLIENT_OP_PRIORITY: u16 = 63;
 
-/// Decodes the `num` raw ops that follow, returning them with their `payload_len`s.
-fn decode_ops(r: &mut Reader, num: usize) -> Result<(Vec<OsdOp>, Vec<u32>), DecodeError> {
+/// Decodes the `num` raw ops that follow and hands each its `payload_len` bytes of `data`
+/// in order, without copying (Ceph's decode plus `split_osd_op_vector_*_data`).
+fn decode_ops(r: &mut Reader, num: usize, data: &Bytes) -> Result<Vec<OsdOp>, DecodeError> {
     if num.saturating_mul(OSD_OP_LEN) > r.remaining() {
         return Err(DecodeError::Truncated {
             what: "ceph_osd_op",
         });
     }
     let mut ops = Vec::with_capacity(num);
-    let mut lens = Vec::with_capacity(num);
+    let mut at = 0;
     for _ in 0..num {
-        let (op, len) = OsdOp::decode_raw(r)?;
+        let (mut op, len) = OsdOp::decode_raw(r)?;
+        op.data = take_data(data, &mut at, len)?;
         ops.push(op);
-        lens.push(len);
     }
-    Ok((ops, lens))
+    Ok(ops)
 }
 
 /// `MOSDOp`: a client's request to run `ops` on one object.
@@ -245,20 +246,19 @@ impl MOSDOp {
     }
 
     /// The fields after `reqid`/`trace` (v8) or `reqid` (v7): Ceph's `finish_decode`.
-    fn decode_tail(&mut self, r: &mut Reader) -> Result<Vec<u32>, DecodeError> {
+    fn decode_tail(&mut self, r: &mut Reader, data: &Bytes) -> Result<(), DecodeError> {
         self.client_inc = r.u32()?;
         self.mtime = r.decode()?;
         self.locator = r.decode()?;
         self.oid = r.string()?;
         let num = usize::from(r.u16()?);
-        let (ops, lens) = decode_ops(r, num)?;
-        self.ops = ops;
+        self.ops = decode_ops(r, num, data)?;
         self.snapid = r.u64()?;
         self.snap_seq = r.u64()?;
         self.snaps = r.vec()?;
         self.retry_attempt = r.i32()?;
         self.features = r.u64()?;
-        Ok(lens)
+        Ok(())
     }
 }
 
@@ -298,10 +298,29 @@ impl TypedMessage for MOSDOp {
         }
     }
 
-    fn decode_payload(header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
-        decode_front(&payload.front, "MOSDOp", |r| {
-            let mut m = Self::new(0, String::new(), Vec::new());
-            m.tid = header.tid;
+    fn decode_payload(header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
+        decode_front(payload.front, "MOSDOp", |r| {
+            // Every field is overwritten below or keeps its Ceph default; `new` is not used
+            // because it hashes the (empty) object name.
+            let mut m = Self {
+                tid: header.tid,
+                pgid: SpgId::new(PgId { pool: 0, seed: 0 }),
+                hash: 0,
+                osdmap_epoch: 0,
+                flags: 0,
+                reqid: ReqId::default(),
+                trace: TraceInfo::default(),
+                client_inc: 0,
+                mtime: UTime::default(),
+                locator: ObjectLocator::new(0),
+                oid: String::new(),
+                ops: Vec::new(),
+                snapid: NOSNAP,
+                snap_seq: 0,
+                snaps: Vec::new(),
+                retry_attempt: 0,
+                features: 0,
+            };
             match header.version {
                 8 => {
                     m.pgid = r.decode()?;
@@ -326,8 +345,7 @@ impl TypedMessage for MOSDOp {
                     })
                 }
             }
-            let lens = m.decode_tail(r)?;
-            split_data(&mut m.ops, &lens, &payload.data)?;
+            m.decode_tail(r, &payload.data)?;
             Ok(m)
         })
     }
@@ -449,13 +467,13 @@ impl TypedMessage for MOSDOpReply {
         }
     }
 
-    fn decode_payload(header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
+    fn decode_payload(header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
         if header.version != Self::HEAD_VERSION {
             return Err(DecodeError::Invalid {
                 what: "MOSDOpReply encoding version (8 is supported)",
             });
         }
-        decode_front(&payload.front, "MOSDOpReply", |r| {
+        decode_front(payload.front, "MOSDOpReply", |r| {
             let oid = r.string()?;
             let pgid = r.decode()?;
             let flags = r.i64()?;
@@ -464,12 +482,11 @@ impl TypedMessage for MOSDOpReply {
             let osdmap_epoch = r.u32()?;
             // Each op is 38 bytes plus a 4-byte rval later on.
             let num = r.count(OSD_OP_LEN + 4)?;
-            let (mut ops, lens) = decode_ops(r, num)?;
+            let mut ops = decode_ops(r, num, &payload.data)?;
             let retry_attempt = r.i32()?;
             for op in &mut ops {
                 op.rval = r.i32()?;
             }
-            split_data(&mut ops, &lens, &payload.data)?;
             let replay_version = r.decode()?;
             let user_version = r.u64()?;
             let redirect = if r.bool()? { Some(r.decode()?) } else { None };
@@ -645,7 +662,7 @@ mod tests {
         h.tid = 3;
         let back = MOSDOp::decode_payload(
             &h,
-            &Payload {
+            Payload {
                 front: Bytes::from(f),
                 ..Payload::default()
             },
@@ -665,7 +682,7 @@ mod tests {
                 data: msg.data.clone(),
                 ..Payload::default()
             };
-            assert!(MOSDOp::decode_payload(&h, &p).is_err(), "cut {cut}");
+            assert!(MOSDOp::decode_payload(&h, p.clone()).is_err(), "cut {cut}");
         }
         // Data segment shorter than payload_len.
         let p = Payload {
@@ -674,7 +691,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MOSDOp::decode_payload(&h, &p),
+            MOSDOp::decode_payload(&h, p.clone()),
             Err(DecodeError::Truncated {
                 what: "osd op data"
             })
@@ -689,7 +706,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MOSDOp::decode_payload(&h, &p),
+            MOSDOp::decode_payload(&h, p.clone()),
             Err(DecodeError::Truncated {
                 what: "ceph_osd_op"
             })
@@ -698,7 +715,7 @@ mod tests {
         let mut h6 = h;
         h6.version = 6;
         assert!(matches!(
-            MOSDOp::decode_payload(&h6, &Payload::default()),
+            MOSDOp::decode_payload(&h6, Payload::default()),
             Err(DecodeError::Invalid { .. })
         ));
         let mut newer = msg.clone();
@@ -801,7 +818,7 @@ mod tests {
                 ..Payload::default()
             };
             assert!(
-                MOSDOpReply::decode_payload(&msg.header, &p).is_err(),
+                MOSDOpReply::decode_payload(&msg.header, p.clone()).is_err(),
                 "cut {cut}"
             );
         }
@@ -811,7 +828,7 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MOSDOpReply::decode_payload(&msg.header, &p),
+            MOSDOpReply::decode_payload(&msg.header, p.clone()),
             Err(DecodeError::Truncated {
                 what: "osd op data"
             })
@@ -826,13 +843,13 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MOSDOpReply::decode_payload(&msg.header, &p),
+            MOSDOpReply::decode_payload(&msg.header, p.clone()),
             Err(DecodeError::Truncated { what: "container" })
         );
         let mut old = msg.header;
         old.version = 7;
         assert!(matches!(
-            MOSDOpReply::decode_payload(&old, &Payload::default()),
+            MOSDOpReply::decode_payload(&old, Payload::default()),
             Err(DecodeError::Invalid { .. })
         ));
         let mut newer = msg.clone();

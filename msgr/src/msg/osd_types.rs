@@ -336,7 +336,7 @@ impl Decode for ObjectLocator {
     fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         // DECODE_START_LEGACY_COMPAT_LEN(6, 3, 3): versions 1 and 2 have no compat byte
         // and no length.
-        let v = r.clone().u8()?;
+        let v = r.peek_u8()?;
         if v < 3 {
             r.u8()?;
             let pool = if v < 2 {
@@ -597,24 +597,19 @@ pub(crate) fn merge_data(ops: &[OsdOp]) -> Bytes {
     }
 }
 
-/// Hands each op its `payload_len` bytes of the data segment, in order, without copying
-/// (`split_osd_op_vector_{in,out}_data`). Like Ceph, bytes left over are ignored.
-pub(crate) fn split_data(ops: &mut [OsdOp], lens: &[u32], data: &Bytes) -> Result<(), DecodeError> {
-    let mut at = 0usize;
-    for (op, &len) in ops.iter_mut().zip(lens) {
-        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated {
-            what: "osd op data",
-        })?;
-        let end =
-            at.checked_add(len)
-                .filter(|&e| e <= data.len())
-                .ok_or(DecodeError::Truncated {
-                    what: "osd op data",
-                })?;
-        op.data = data.slice(at..end);
-        at = end;
-    }
-    Ok(())
+/// The next `len` bytes of a data segment from `*at` on, shared (not copied).
+pub(crate) fn take_data(data: &Bytes, at: &mut usize, len: u32) -> Result<Bytes, DecodeError> {
+    let truncated = DecodeError::Truncated {
+        what: "osd op data",
+    };
+    let len = usize::try_from(len).map_err(|_| truncated)?;
+    let end = at
+        .checked_add(len)
+        .filter(|&e| e <= data.len())
+        .ok_or(truncated)?;
+    let b = data.slice(*at..end);
+    *at = end;
+    Ok(b)
 }
 
 /// The `outdata` of a `CEPH_OSD_OP_STAT`: `u64 size`, `utime_t mtime`
@@ -630,7 +625,7 @@ pub struct StatResult {
 impl StatResult {
     /// Decodes a stat op's output.
     pub fn from_bytes(b: &Bytes) -> Result<Self, DecodeError> {
-        super::decode_front(b, "stat result", |r| {
+        super::decode_front(b.clone(), "stat result", |r| {
             Ok(Self {
                 size: r.u64()?,
                 mtime: r.decode()?,
@@ -860,24 +855,18 @@ mod tests {
         ];
         let merged = merge_data(&two);
         assert_eq!(&merged[..], b"abc");
-        let mut back = vec![OsdOp::default(), OsdOp::default()];
-        split_data(&mut back, &[2, 1], &merged).unwrap();
-        assert_eq!(
-            (&back[0].data[..], &back[1].data[..]),
-            (&b"ab"[..], &b"c"[..])
-        );
-        assert_eq!(
-            split_data(&mut back, &[2, 2], &merged),
-            Err(DecodeError::Truncated {
-                what: "osd op data"
-            })
-        );
-        assert_eq!(
-            split_data(&mut back, &[u32::MAX, u32::MAX], &merged),
-            Err(DecodeError::Truncated {
-                what: "osd op data"
-            })
-        );
+        let mut at = 0;
+        let first = take_data(&merged, &mut at, 2).unwrap();
+        let second = take_data(&merged, &mut at, 1).unwrap();
+        assert_eq!((&first[..], &second[..]), (&b"ab"[..], &b"c"[..]));
+        assert_eq!(first.as_ptr(), merged.as_ptr(), "shared, not copied");
+        let truncated = Err(DecodeError::Truncated {
+            what: "osd op data",
+        });
+        assert_eq!(take_data(&merged, &mut 2, 2), truncated);
+        assert_eq!(take_data(&merged, &mut 1, u32::MAX), truncated);
+        let mut end = usize::MAX;
+        assert_eq!(take_data(&merged, &mut end, 1), truncated);
     }
 
     #[test]

@@ -54,11 +54,11 @@ impl TypedMessage for MPing {
         }
     }
 
-    fn decode_payload(_header: &MessageHeader, payload: &Payload) -> Result<Self, DecodeError> {
+    fn decode_payload(_header: &MessageHeader, payload: Payload) -> Result<Self, DecodeError> {
         let text = if payload.front.is_empty() {
             None
         } else {
-            Some(decode_front(&payload.front, "MPing", |r| r.string())?)
+            Some(decode_front(payload.front, "MPing", |r| r.string())?)
         };
         Ok(Self {
             payload: text,
@@ -142,19 +142,19 @@ mod tests {
             ..Payload::default()
         };
         assert_eq!(
-            MPing::decode_payload(&h, &p(b"\x05\x00\x00\x00ab")),
+            MPing::decode_payload(&h, p(b"\x05\x00\x00\x00ab")),
             Err(DecodeError::Truncated { what: "string" })
         );
         assert_eq!(
-            MPing::decode_payload(&h, &p(b"\x01\x00")),
+            MPing::decode_payload(&h, p(b"\x01\x00")),
             Err(DecodeError::Truncated { what: "u32" })
         );
         assert_eq!(
-            MPing::decode_payload(&h, &p(b"\x00\x00\x00\x00x")),
+            MPing::decode_payload(&h, p(b"\x00\x00\x00\x00x")),
             Err(DecodeError::TrailingData { what: "MPing" })
         );
         assert_eq!(
-            MPing::decode_payload(&h, &p(b"\xff\xff\xff\xff")),
+            MPing::decode_payload(&h, p(b"\xff\xff\xff\xff")),
             Err(DecodeError::Truncated { what: "string" })
         );
     }
