@@ -19,6 +19,7 @@ pub mod denc;
 pub mod entity;
 pub mod error;
 pub mod features;
+pub mod messenger;
 pub mod msg;
 pub mod proto;
 pub mod time;

@@ -1,0 +1,343 @@
+//! The transport-independent heart of a messenger: configuration, the session registry,
+//! event delivery to dispatchers, accept resolution and fault injection.
+//!
+//! Lock order (deadlock freedom): `registry` → a registered connection's engine. A
+//! connection that is still accepting is never in the registry, so the thread resolving its
+//! accept may hold its engine, then take `registry`, then lock the existing session's engine.
+//! Dispatchers and sockets are never touched with an engine lock held.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use tracing::{debug, info};
+
+use super::conn::{ConnShared, ConnectionRef};
+use super::dispatch::{ConnEvent, DispatchQueue, Dispatchers, Incoming};
+use super::perf::Perf;
+use super::transport::Transport;
+use crate::entity::{EntityAddr, EntityType};
+use crate::proto::{AcceptOutcome, Config, Connection, Event, Fault};
+use crate::time::Instant;
+
+/// `ms_inject_socket_failures`: every Nth socket read or write fails (0: never).
+pub(crate) struct Inject {
+    every: u64,
+    count: AtomicU64,
+}
+
+impl Inject {
+    pub(crate) fn new(every: u64) -> Self {
+        Self {
+            every,
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether this read or write should fail.
+    pub(crate) fn fail_now(&self) -> bool {
+        self.every > 0 && (self.count.fetch_add(1, Ordering::Relaxed) + 1) % self.every == 0
+    }
+}
+
+pub(crate) struct Core {
+    cfg: RwLock<Arc<Config>>,
+    pub(crate) dispatchers: Dispatchers,
+    pub(crate) queue: DispatchQueue,
+    /// Sessions by peer address (outgoing ones from creation, incoming ones once open).
+    registry: Mutex<HashMap<EntityAddr, Arc<ConnShared>>>,
+    /// Every live connection, registered or anonymous.
+    conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    pub(crate) perf: Perf,
+    pub(crate) inject: Inject,
+    pub(crate) transport: Box<dyn Transport>,
+    pub(crate) stopping: AtomicBool,
+    epoch: std::time::Instant,
+    seed: AtomicU64,
+}
+
+impl Core {
+    pub(crate) fn new(
+        cfg: Config,
+        transport: Box<dyn Transport>,
+        inject_every: u64,
+        epoch: std::time::Instant,
+    ) -> Self {
+        let seed = u64::from(cfg.addr.nonce).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ 0x6d73;
+        Self {
+            cfg: RwLock::new(Arc::new(cfg)),
+            dispatchers: Dispatchers::default(),
+            queue: DispatchQueue::new(),
+            registry: Mutex::default(),
+            conns: Mutex::default(),
+            perf: Perf::default(),
+            inject: Inject::new(inject_every),
+            transport,
+            stopping: AtomicBool::new(false),
+            epoch,
+            seed: AtomicU64::new(seed),
+        }
+    }
+
+    /// The driver clock: nanoseconds since the messenger was created.
+    #[allow(clippy::disallowed_methods)] // drivers read the clock
+    pub(crate) fn now(&self) -> Instant {
+        Instant::from_nanos(self.epoch.elapsed().as_nanos() as u64)
+    }
+
+    /// Converts an engine deadline to a wall-clock wait from now.
+    pub(crate) fn until(&self, t: Instant) -> std::time::Duration {
+        t.saturating_duration_since(self.now())
+    }
+
+    pub(crate) fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.cfg.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(crate) fn set_config(&self, cfg: Config) {
+        *self.cfg.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(cfg);
+    }
+
+    /// A seed for a new connection's PRNG.
+    pub(crate) fn next_seed(&self) -> u64 {
+        self.seed
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed)
+    }
+
+    fn registry(&self) -> MutexGuard<'_, HashMap<EntityAddr, Arc<ConnShared>>> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn conns(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnShared>>> {
+        self.conns.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a connection to the live set.
+    pub(crate) fn track(&self, conn: &Arc<ConnShared>) {
+        self.conns().insert(conn.id(), Arc::clone(conn));
+        self.perf.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a closed connection everywhere.
+    pub(crate) fn forget(&self, conn: &Arc<ConnShared>) {
+        if self.conns().remove(&conn.id()).is_some() {
+            self.perf.connections.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.registry().retain(|_, c| !Arc::ptr_eq(c, conn));
+    }
+
+    /// Every live connection.
+    pub(crate) fn all_conns(&self) -> Vec<Arc<ConnShared>> {
+        self.conns().values().cloned().collect()
+    }
+
+    /// Ceph's `connect_to`: the registered session for `addr`, or a new one.
+    pub(crate) fn connect_to(
+        self: &Arc<Self>,
+        addr: EntityAddr,
+        peer_type: EntityType,
+    ) -> ConnectionRef {
+        let mut reg = self.registry();
+        if let Some(c) = reg.get(&addr) {
+            if !c.engine().is_closed() {
+                return ConnectionRef(Arc::clone(c));
+            }
+        }
+        let engine =
+            Connection::connect(self.config(), self.now(), addr, peer_type, self.next_seed());
+        let conn = ConnShared::new(
+            super::conn::next_id(),
+            engine,
+            Arc::downgrade(self),
+            self.transport.new_io(),
+        );
+        reg.insert(addr, Arc::clone(&conn));
+        drop(reg);
+        self.track(&conn);
+        debug!(conn = conn.id(), %addr, "new outgoing session");
+        self.transport.connect(self, &conn);
+        ConnectionRef(conn)
+    }
+
+    /// A connection for a socket just accepted from `peer`.
+    pub(crate) fn accepted(self: &Arc<Self>, peer: std::net::SocketAddr) -> Arc<ConnShared> {
+        let engine = Connection::accept(self.config(), self.now(), peer, self.next_seed());
+        let conn = ConnShared::new(
+            super::conn::next_id(),
+            engine,
+            Arc::downgrade(self),
+            self.transport.new_io(),
+        );
+        self.track(&conn);
+        self.perf.accepts.fetch_add(1, Ordering::Relaxed);
+        conn
+    }
+
+    /// Marks a session down: engine stopped, queued dispatch items dropped, transport closed.
+    pub(crate) fn mark_down_conn(self: &Arc<Self>, conn: &Arc<ConnShared>) {
+        conn.engine().mark_down();
+        self.queue.discard(conn.id());
+        self.forget(conn);
+        self.transport.closed(self, conn);
+    }
+
+    /// Marks down the session registered for `addr`.
+    pub(crate) fn mark_down_addr(self: &Arc<Self>, addr: &EntityAddr) {
+        let c = self.registry().get(addr).cloned();
+        if let Some(c) = c {
+            self.mark_down_conn(&c);
+        }
+    }
+
+    /// Counts a fault the engine reacted to.
+    pub(crate) fn fault(&self, conn: &Arc<ConnShared>, f: &Fault) {
+        self.perf.fault(f);
+        debug!(conn = conn.id(), %f, "fault");
+    }
+
+    /// Delivers one engine event that is not the transport's own (Dial, AcceptRequest).
+    /// Called without the engine lock.
+    pub(crate) fn deliver(&self, conn: &Arc<ConnShared>, ev: Event) {
+        let con = || ConnectionRef(Arc::clone(conn));
+        match ev {
+            Event::Connected => {
+                self.perf.sessions_opened.fetch_add(1, Ordering::Relaxed);
+                self.dispatchers.fast_event(&con(), ConnEvent::Connect);
+                self.queue.event(con(), ConnEvent::Connect);
+            }
+            Event::Accepted => {
+                self.perf.sessions_accepted.fetch_add(1, Ordering::Relaxed);
+                self.dispatchers.fast_event(&con(), ConnEvent::Accept);
+                self.queue.event(con(), ConnEvent::Accept);
+            }
+            Event::Message(r) => {
+                self.perf.msg_in(r.msg.ty());
+                let m = Incoming {
+                    msg: r.msg,
+                    conn: con(),
+                    _throttle: r.throttle,
+                };
+                match self.dispatchers.try_fast(m) {
+                    None => {
+                        self.perf.fast_dispatched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(m) => {
+                        self.perf.queued.fetch_add(1, Ordering::Relaxed);
+                        self.queue.enqueue(m);
+                    }
+                }
+            }
+            Event::Reset => {
+                self.perf.resets.fetch_add(1, Ordering::Relaxed);
+                self.queue.discard(conn.id());
+                self.queue.event(con(), ConnEvent::Reset);
+                self.forget(conn);
+            }
+            Event::RemoteReset => {
+                self.perf.remote_resets.fetch_add(1, Ordering::Relaxed);
+                self.queue.discard(conn.id());
+                self.queue.event(con(), ConnEvent::RemoteReset);
+            }
+            Event::Refused => {
+                self.perf.refused.fetch_add(1, Ordering::Relaxed);
+                self.queue.event(con(), ConnEvent::Refused);
+            }
+            Event::AddrLearned(a) => {
+                let cfg = self.config();
+                if cfg.addr.is_blank_ip() {
+                    let mut c = (*cfg).clone();
+                    let port = c.addr.port();
+                    let mut sa = a
+                        .addr
+                        .unwrap_or_else(|| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                    sa.set_port(port);
+                    c.addr.addr = Some(sa);
+                    c.addr.ty = crate::entity::AddrType::LEGACY;
+                    info!(addr = %c.addr, "learned my address");
+                    self.set_config(c);
+                }
+            }
+            Event::Dial => {
+                self.perf.dials.fetch_add(1, Ordering::Relaxed);
+                if conn.dials.fetch_add(1, Ordering::Relaxed) > 0 {
+                    self.perf.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Event::KeepaliveAck { .. } | Event::AcceptRequest => {}
+        }
+    }
+
+    /// The messenger's part of an accept (Ceph's `lookup_conn` + the decision table): finds
+    /// the session registered for the peer, lets the engine decide with it, and updates the
+    /// registry. `new_engine` is `new`'s engine, locked by the caller.
+    ///
+    /// Returns the outcome and the existing session involved (to pump its events, close
+    /// its transport or hand it the socket, by outcome).
+    pub(crate) fn resolve_accept(
+        &self,
+        new: &Arc<ConnShared>,
+        new_engine: &mut Connection,
+        now: Instant,
+    ) -> (AcceptOutcome, Option<Arc<ConnShared>>) {
+        let Some(peer) = new_engine.peer_addr() else {
+            return (new_engine.resolve_accept(now, None), None);
+        };
+        let mut reg = self.registry();
+        let existing = reg.get(&peer).filter(|e| !Arc::ptr_eq(e, new)).cloned();
+        let outcome = match &existing {
+            Some(e) => {
+                let mut ex = e.engine();
+                let o = new_engine.resolve_accept(now, Some(&mut ex));
+                if o == AcceptOutcome::Adopted {
+                    // The existing session's old socket is stale from here on.
+                    e.next_gen();
+                }
+                o
+            }
+            None => new_engine.resolve_accept(now, None),
+        };
+        match outcome {
+            AcceptOutcome::Opened | AcceptOutcome::ReplacedLossy => {
+                reg.insert(peer, Arc::clone(new));
+            }
+            AcceptOutcome::Adopted => {
+                self.perf.replaced.fetch_add(1, Ordering::Relaxed);
+            }
+            AcceptOutcome::Replied(_) | AcceptOutcome::NotPending => {}
+        }
+        if outcome == AcceptOutcome::ReplacedLossy {
+            self.perf.replaced.fetch_add(1, Ordering::Relaxed);
+        }
+        debug!(conn = new.id(), ?outcome, existing = ?existing.as_ref().map(|e| e.id()), "accept resolved");
+        (outcome, existing)
+    }
+
+    /// The counters as JSON.
+    pub(crate) fn perf_dump(&self) -> serde_json::Value {
+        let mut extra = serde_json::Map::new();
+        extra.insert("dispatch_queue_len".into(), self.queue.len().into());
+        extra.insert(
+            "dispatch_queue_peak".into(),
+            self.queue.peak.load(Ordering::Relaxed).into(),
+        );
+        extra.insert(
+            "dispatched".into(),
+            self.queue.dispatched.load(Ordering::Relaxed).into(),
+        );
+        extra.insert("registered_sessions".into(), self.registry().len().into());
+        let cfg = self.config();
+        extra.insert("name".into(), cfg.name.to_string().into());
+        extra.insert("addr".into(), cfg.addr.to_string().into());
+        let throttle = |t: &Option<Arc<crate::proto::Throttle>>| {
+            t.as_ref().map_or(
+                serde_json::Value::Null,
+                |t| serde_json::json!({"current": t.current(), "max": t.max()}),
+            )
+        };
+        extra.insert(
+            "dispatch_throttle".into(),
+            throttle(&cfg.policies.default.throttles.dispatch),
+        );
+        self.perf.dump(extra)
+    }
+}

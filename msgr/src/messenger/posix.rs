@@ -1,0 +1,1032 @@
+//! Transport `posix`: Ceph's AsyncMessenger shape over kernel TCP.
+//!
+//! A fixed set of worker threads, each an epoll loop (mio) that owns its connections: it
+//! reads their sockets, runs their engines, writes what they yield and fires their timers.
+//! Worker 0 also owns the listener and hands each accepted socket to the least-loaded
+//! worker. Other threads reach a connection through its owner's bounded command queue plus
+//! a waker; a dispatcher replying from a fast-dispatch callback (which runs on the owner)
+//! skips the queue and writes on the same turn — no thread hop.
+//!
+//! Sockets are non-blocking and edge-triggered: a worker reads until `WouldBlock` (or a
+//! per-turn budget, after which the connection is revisited on the next turn), and keeps
+//! the unsent tail of what the engine gave it until the socket is writable again. A
+//! throttled connection is simply not read (TCP pushes back on the sender) until its
+//! engine's retry timer fires.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_queue::ArrayQueue;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, trace, warn};
+
+use super::conn::ConnShared;
+use super::core::Core;
+use super::transport::{ConnIo, Transport};
+use crate::msg::Message;
+use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
+use crate::time::Instant;
+
+const WAKE: Token = Token(usize::MAX);
+const LISTEN: Token = Token(usize::MAX - 1);
+/// Commands a worker queue holds before senders are pushed back.
+const QUEUE_DEPTH: usize = 4096;
+/// Reads per connection per turn before yielding to the others.
+const READ_BUDGET: usize = 16;
+/// Largest single read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Chunks per `writev`.
+const IOV_MAX: usize = 64;
+/// A receive buffer larger than this is released when it empties (idle memory stays low).
+const RX_KEEP: usize = 64 * 1024;
+
+/// Per-connection state of the posix transport.
+pub(crate) struct PosixIo {
+    /// The worker that owns the connection.
+    owner: AtomicUsize,
+}
+
+enum Cmd {
+    /// Take charge of a connection, with the socket it now uses (if any).
+    Adopt {
+        conn: Arc<ConnShared>,
+        sock: Option<TcpStream>,
+        rx: BytesMut,
+        gen: u64,
+    },
+    /// Queue a message.
+    Send {
+        conn: Arc<ConnShared>,
+        msg: Box<Message>,
+    },
+    /// Send a keepalive.
+    Keepalive(Arc<ConnShared>),
+    /// The engine was stopped (mark_down): drop the connection.
+    Closed(Arc<ConnShared>),
+    Shutdown,
+}
+
+struct WorkerShared {
+    queue: ArrayQueue<Cmd>,
+    waker: OnceLock<Waker>,
+    /// Connections owned.
+    load: AtomicUsize,
+}
+
+impl WorkerShared {
+    fn wake(&self) {
+        if let Some(w) = self.waker.get() {
+            let _ = w.wake();
+        }
+    }
+}
+
+pub(crate) struct Posix {
+    workers: Vec<Arc<WorkerShared>>,
+    listener: Mutex<Option<std::net::TcpListener>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+thread_local! {
+    /// (messenger id, worker index) of the worker running on this thread.
+    static CURRENT: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
+    /// Connections the running worker must pump after the current callback returns.
+    static DIRTY: RefCell<Vec<Arc<ConnShared>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn core_id(core: &Arc<Core>) -> usize {
+    Arc::as_ptr(core) as usize
+}
+
+impl Posix {
+    pub(crate) fn new(workers: usize) -> Self {
+        let workers = (0..workers.max(1))
+            .map(|_| {
+                Arc::new(WorkerShared {
+                    queue: ArrayQueue::new(QUEUE_DEPTH),
+                    waker: OnceLock::new(),
+                    load: AtomicUsize::new(0),
+                })
+            })
+            .collect();
+        Self {
+            workers,
+            listener: Mutex::new(None),
+            threads: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn least_loaded(&self) -> usize {
+        (0..self.workers.len())
+            .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    fn owner(conn: &ConnShared) -> usize {
+        conn.io
+            .posix()
+            .map_or(0, |p| p.owner.load(Ordering::Acquire))
+    }
+
+    /// Queues a command for worker `w`, pushing back (briefly) when its queue is full.
+    fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
+        let ws = &self.workers[w];
+        for attempt in 0..2000 {
+            match ws.queue.push(cmd) {
+                Ok(()) => {
+                    ws.wake();
+                    return Ok(());
+                }
+                Err(c) => {
+                    cmd = c;
+                    ws.wake();
+                    if attempt > 10 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        core.perf.send_queue_full.fetch_add(1, Ordering::Relaxed);
+        Err(cmd)
+    }
+
+    /// Whether the calling thread is the worker that owns `conn` (then it may touch the
+    /// engine directly and have it pumped after the current callback).
+    fn on_owner(core: &Arc<Core>, conn: &Arc<ConnShared>) -> bool {
+        let me = CURRENT.with(|c| *c.borrow());
+        me == Some((core_id(core), Self::owner(conn)))
+    }
+}
+
+impl Transport for Posix {
+    fn new_io(&self) -> ConnIo {
+        ConnIo::Posix(PosixIo {
+            owner: AtomicUsize::new(0),
+        })
+    }
+
+    fn bind(&self, _core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        let bound = l.local_addr()?;
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        Ok(bound)
+    }
+
+    fn start(&self, core: &Arc<Core>) -> io::Result<()> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let listener = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .map(TcpListener::from_std);
+        let mut listener = listener;
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, ws) in self.workers.iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Waker::new(poll.registry(), WAKE)?;
+            let _ = ws.waker.set(waker);
+            let mut l = if i == 0 { listener.take() } else { None };
+            if let Some(l) = l.as_mut() {
+                poll.registry().register(l, LISTEN, Interest::READABLE)?;
+            }
+            let w = Worker {
+                idx: i,
+                poll,
+                core: Arc::clone(core),
+                me: Arc::clone(ws),
+                peers: self.workers.clone(),
+                listener: l,
+                conns: HashMap::new(),
+                next_token: 0,
+                by_id: HashMap::new(),
+                timers: BTreeSet::new(),
+                pending_read: Vec::new(),
+                stop: false,
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("msgr-worker-{i}"))
+                    .spawn(move || w.run())?,
+            );
+        }
+        Ok(())
+    }
+
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let w = self.least_loaded();
+        if let Some(p) = conn.io.posix() {
+            p.owner.store(w, Ordering::Release);
+        }
+        self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+        let cmd = Cmd::Adopt {
+            conn: Arc::clone(conn),
+            sock: None,
+            rx: BytesMut::new(),
+            gen: conn.gen(),
+        };
+        if self.post(core, w, cmd).is_err() {
+            warn!(
+                conn = conn.id(),
+                "worker queue full: connection not started"
+            );
+        }
+    }
+
+    fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
+        if Self::on_owner(core, conn) {
+            // A reply from a fast-dispatch callback: queue it on the engine directly and
+            // have the worker write it when the callback returns.
+            let r = conn.engine().send_message(core.now(), m);
+            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(conn)));
+            return r;
+        }
+        if conn.engine().is_closed() {
+            return Err(SendError::Closed(Box::new(m)));
+        }
+        match self.post(
+            core,
+            Self::owner(conn),
+            Cmd::Send {
+                conn: Arc::clone(conn),
+                msg: Box::new(m),
+            },
+        ) {
+            Ok(()) => Ok(()),
+            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(msg)),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let _ = self.post(core, Self::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+    }
+
+    fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
+            let _ = self.post(core, Self::owner(conn), Cmd::Closed(Arc::clone(conn)));
+        }
+    }
+
+    fn shutdown(&self, core: &Arc<Core>) {
+        for w in 0..self.workers.len() {
+            let _ = self.post(core, w, Cmd::Shutdown);
+        }
+    }
+
+    fn join(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One connection as a worker holds it.
+struct Entry {
+    conn: Arc<ConnShared>,
+    sock: Option<TcpStream>,
+    /// The socket's transport generation (see `ConnShared::gen`).
+    gen: u64,
+    /// A non-blocking connect is in progress.
+    connecting: bool,
+    rx: BytesMut,
+    /// Chunks taken from the engine and not yet fully written.
+    tx: VecDeque<Bytes>,
+    /// Input is held back by a throttle.
+    blocked: bool,
+    deadline: Option<Instant>,
+}
+
+struct Worker {
+    idx: usize,
+    poll: Poll,
+    core: Arc<Core>,
+    me: Arc<WorkerShared>,
+    peers: Vec<Arc<WorkerShared>>,
+    listener: Option<TcpListener>,
+    conns: HashMap<usize, Entry>,
+    next_token: usize,
+    by_id: HashMap<u64, usize>,
+    timers: BTreeSet<(Instant, usize)>,
+    /// Connections whose read budget ran out with data possibly left.
+    pending_read: Vec<usize>,
+    stop: bool,
+}
+
+/// What one service pass found, handled after the engine lock is released.
+struct Pass {
+    events: Vec<Event>,
+    /// The transport must close the socket (engine fault, stale generation).
+    close_sock: bool,
+    /// An accept was resolved: outcome and the existing session it involved.
+    accept: Option<(AcceptOutcome, Option<Arc<ConnShared>>)>,
+}
+
+impl Worker {
+    fn run(mut self) {
+        CURRENT.with(|c| *c.borrow_mut() = Some((core_id(&self.core), self.idx)));
+        let mut events = Events::with_capacity(1024);
+        debug!(worker = self.idx, "worker started");
+        while !self.stop {
+            let timeout = if self.pending_read.is_empty() {
+                self.timers
+                    .first()
+                    .map(|(t, _)| self.core.until(*t) + Duration::from_micros(1))
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    warn!(worker = self.idx, error = %e, "poll failed");
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => {}
+                    LISTEN => self.accept_all(),
+                    Token(t) => {
+                        if ev.is_writable() {
+                            self.writable(t);
+                        }
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.service(t, true);
+                        }
+                    }
+                }
+            }
+            for t in std::mem::take(&mut self.pending_read) {
+                self.service(t, true);
+            }
+            self.commands();
+            self.fire_timers();
+        }
+        self.close_all();
+        debug!(worker = self.idx, "worker stopped");
+    }
+
+    fn accept_all(&mut self) {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
+            match l.accept() {
+                Ok((sock, peer)) => {
+                    let _ = sock.set_nodelay(true);
+                    let conn = self.core.accepted(peer);
+                    let w = (0..self.peers.len())
+                        .min_by_key(|&i| self.peers[i].load.load(Ordering::Relaxed))
+                        .unwrap_or(self.idx);
+                    if let Some(p) = conn.io.posix() {
+                        p.owner.store(w, Ordering::Release);
+                    }
+                    self.peers[w].load.fetch_add(1, Ordering::Relaxed);
+                    trace!(worker = self.idx, to = w, %peer, conn = conn.id(), "accepted");
+                    let cmd = Cmd::Adopt {
+                        conn,
+                        sock: Some(sock),
+                        rx: BytesMut::new(),
+                        gen: 0,
+                    };
+                    if w == self.idx {
+                        self.handle(cmd);
+                    } else if let Err(Cmd::Adopt { conn, .. }) =
+                        self.peers[w].queue.push(cmd).map(|()| self.peers[w].wake())
+                    {
+                        warn!(
+                            conn = conn.id(),
+                            "worker queue full: dropping accepted socket"
+                        );
+                        self.core.mark_down_conn(&conn);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: stop accepting this turn; the flood drains.
+                    warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn commands(&mut self) {
+        // Bounded: commands posted while we drain wait for the next turn.
+        for _ in 0..QUEUE_DEPTH {
+            let Some(cmd) = self.me.queue.pop() else {
+                break;
+            };
+            self.handle(cmd);
+        }
+        if !self.me.queue.is_empty() {
+            self.me.wake();
+        }
+    }
+
+    fn handle(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Adopt {
+                conn,
+                sock,
+                rx,
+                gen,
+            } => self.adopt(conn, sock, rx, gen),
+            Cmd::Send { conn, msg } => {
+                if let Some(t) = self.route(&conn, || Cmd::Send {
+                    conn: Arc::clone(&conn),
+                    msg: msg.clone(),
+                }) {
+                    let now = self.core.now();
+                    let r = conn.engine().send_message(now, *msg);
+                    if r.is_err() {
+                        trace!(conn = conn.id(), "send on a closed connection dropped");
+                    }
+                    self.service(t, false);
+                }
+            }
+            Cmd::Keepalive(conn) => {
+                if let Some(t) = self.route(&conn, || Cmd::Keepalive(Arc::clone(&conn))) {
+                    conn.engine().send_keepalive();
+                    self.service(t, false);
+                }
+            }
+            Cmd::Closed(conn) => {
+                if let Some(&t) = self.by_id.get(&conn.id()) {
+                    self.drop_entry(t);
+                }
+            }
+            Cmd::Shutdown => self.stop = true,
+        }
+    }
+
+    /// The token of a connection this worker owns, or forwards `again()` to its owner.
+    fn route(&mut self, conn: &Arc<ConnShared>, again: impl FnOnce() -> Cmd) -> Option<usize> {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            return Some(t);
+        }
+        let owner = Posix::owner(conn);
+        if owner != self.idx {
+            let _ = self.peers[owner]
+                .queue
+                .push(again())
+                .map(|()| self.peers[owner].wake());
+        }
+        None
+    }
+
+    fn adopt(&mut self, conn: Arc<ConnShared>, sock: Option<TcpStream>, rx: BytesMut, gen: u64) {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            // The session takes over another socket (a replace): the old one goes.
+            let e = self.conns.get_mut(&t).expect("by_id and conns agree");
+            if let Some(mut old) = e.sock.take() {
+                let _ = self.poll.registry().deregister(&mut old);
+            }
+            e.sock = sock;
+            e.gen = gen;
+            e.rx = rx;
+            e.tx.clear();
+            e.connecting = false;
+            e.blocked = false;
+            if let Some(s) = e.sock.as_mut() {
+                let _ = self.poll.registry().register(
+                    s,
+                    Token(t),
+                    Interest::READABLE | Interest::WRITABLE,
+                );
+            }
+            self.service(t, true);
+            return;
+        }
+        let t = self.next_token;
+        self.next_token += 1;
+        let mut e = Entry {
+            conn,
+            sock,
+            gen,
+            connecting: false,
+            rx,
+            tx: VecDeque::new(),
+            blocked: false,
+            deadline: None,
+        };
+        if let Some(s) = e.sock.as_mut() {
+            if let Err(err) =
+                self.poll
+                    .registry()
+                    .register(s, Token(t), Interest::READABLE | Interest::WRITABLE)
+            {
+                warn!(error = %err, "register failed");
+            }
+        }
+        self.by_id.insert(e.conn.id(), t);
+        self.conns.insert(t, e);
+        self.service(t, true);
+    }
+
+    fn writable(&mut self, t: usize) {
+        let Some(e) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if e.connecting {
+            self.finish_connect(t);
+            return;
+        }
+        self.service(t, false);
+    }
+
+    fn finish_connect(&mut self, t: usize) {
+        let now = self.core.now();
+        let Some(e) = self.conns.get_mut(&t) else {
+            return;
+        };
+        let Some(sock) = e.sock.as_mut() else { return };
+        let result = match sock.take_error() {
+            Ok(Some(err)) | Err(err) => Err(err),
+            Ok(None) => sock.peer_addr().map(drop),
+        };
+        match result {
+            Ok(()) => {
+                e.connecting = false;
+                let _ = sock.set_nodelay(true);
+                let conn = Arc::clone(&e.conn);
+                let mut engine = conn.engine();
+                if conn.gen() != e.gen {
+                    // The session took another socket (a replace) while this one connected.
+                    drop(engine);
+                    self.close_sock(t);
+                    return;
+                }
+                e.gen = conn.next_gen();
+                engine.handle_connected(now);
+                drop(engine);
+                self.service(t, true);
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotConnected => {} // not yet: wait
+            Err(err) => {
+                let kind = if err.kind() == io::ErrorKind::ConnectionRefused {
+                    TransportError::Refused
+                } else {
+                    TransportError::ConnectFailed
+                };
+                debug!(conn = e.conn.id(), error = %err, "connect failed");
+                e.connecting = false;
+                self.close_sock(t);
+                let e = self.conns.get_mut(&t).expect("still here");
+                e.conn.engine().handle_transport_error(now, kind);
+                self.core.fault(&e.conn.clone(), &Fault::Transport(kind));
+                self.service(t, false);
+            }
+        }
+    }
+
+    fn dial(&mut self, t: usize) {
+        let Some(e) = self.conns.get_mut(&t) else {
+            return;
+        };
+        self.core.deliver(&e.conn, Event::Dial);
+        let target = e.conn.engine().peer_addr().and_then(|a| a.addr);
+        let now = self.core.now();
+        let Some(addr) = target else {
+            e.conn
+                .engine()
+                .handle_transport_error(now, TransportError::ConnectFailed);
+            return;
+        };
+        if let Some(mut old) = e.sock.take() {
+            let _ = self.poll.registry().deregister(&mut old);
+        }
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                if let Err(err) = self.poll.registry().register(
+                    &mut s,
+                    Token(t),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    warn!(error = %err, "register failed");
+                }
+                e.sock = Some(s);
+                e.gen = e.conn.gen();
+                e.connecting = true;
+                e.rx.clear();
+                e.tx.clear();
+            }
+            Err(err) => {
+                let kind = if err.kind() == io::ErrorKind::ConnectionRefused {
+                    TransportError::Refused
+                } else {
+                    TransportError::ConnectFailed
+                };
+                e.conn.engine().handle_transport_error(now, kind);
+            }
+        }
+    }
+
+    fn close_sock(&mut self, t: usize) {
+        if let Some(e) = self.conns.get_mut(&t) {
+            if let Some(mut s) = e.sock.take() {
+                let _ = self.poll.registry().deregister(&mut s);
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+            e.rx = BytesMut::new();
+            e.tx.clear();
+            e.blocked = false;
+            e.connecting = false;
+        }
+    }
+
+    fn drop_entry(&mut self, t: usize) {
+        self.close_sock(t);
+        if let Some(e) = self.conns.remove(&t) {
+            self.by_id.remove(&e.conn.id());
+            if let Some(d) = e.deadline {
+                self.timers.remove(&(d, t));
+            }
+            self.me.load.fetch_sub(1, Ordering::Relaxed);
+            self.core.forget(&e.conn);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.core.now();
+        let due: Vec<(Instant, usize)> = self
+            .timers
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .copied()
+            .collect();
+        for (d, t) in due {
+            self.timers.remove(&(d, t));
+            if let Some(e) = self.conns.get_mut(&t) {
+                e.deadline = None;
+                let r = e.conn.engine().handle_timeout(now);
+                if let Err(f) = r {
+                    let conn = Arc::clone(&e.conn);
+                    self.core.fault(&conn, &f);
+                    self.close_sock(t);
+                }
+                let e = self.conns.get_mut(&t).expect("still here");
+                let was_blocked = std::mem::take(&mut e.blocked);
+                self.service(t, was_blocked);
+            }
+        }
+    }
+
+    /// Runs a connection: input (if `read`), engine events, output, timers. Loops until
+    /// the engine has nothing more to do for now.
+    fn service(&mut self, t: usize, read: bool) {
+        let mut read = read;
+        for _ in 0..8 {
+            let Some(pass) = self.pass(t, read) else {
+                return;
+            };
+            read = false;
+            let again = self.after_pass(t, pass);
+            if !again {
+                break;
+            }
+        }
+        self.flush_dirty();
+    }
+
+    /// One locked step over a connection's engine.
+    fn pass(&mut self, t: usize, read: bool) -> Option<Pass> {
+        let now = self.core.now();
+        let core = Arc::clone(&self.core);
+        let e = self.conns.get_mut(&t)?;
+        let conn = Arc::clone(&e.conn);
+        let mut engine = conn.engine();
+        let mut pass = Pass {
+            events: Vec::new(),
+            close_sock: false,
+            accept: None,
+        };
+        if e.sock.is_some() && e.gen != conn.gen() {
+            // Another socket took this session over (replace): this one is stale.
+            pass.close_sock = true;
+        }
+        // Input.
+        if let (true, false, false, Some(_), false) = (
+            read,
+            pass.close_sock,
+            e.connecting,
+            e.sock.as_ref(),
+            e.blocked,
+        ) {
+            let mut reads = 0;
+            loop {
+                if reads == READ_BUDGET {
+                    self.pending_read.push(t);
+                    break;
+                }
+                reads += 1;
+                let want = engine.rx_hint().clamp(4096, READ_CHUNK);
+                e.rx.reserve(want);
+                let at = e.rx.len();
+                e.rx.resize(at + want, 0);
+                let Some(sock) = e.sock.as_mut() else { break };
+                let r = if core.inject.fail_now() {
+                    core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(io::Error::other("injected socket failure"))
+                } else {
+                    sock.read(&mut e.rx[at..])
+                };
+                match r {
+                    Ok(0) => {
+                        e.rx.truncate(at);
+                        engine.handle_transport_error(now, TransportError::Eof);
+                        core.perf.fault(&Fault::Transport(TransportError::Eof));
+                        pass.close_sock = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        e.rx.truncate(at + n);
+                        core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        match feed(&mut engine, now, &mut e.rx) {
+                            Ok(InputStatus::Blocked) => {
+                                e.blocked = true;
+                                core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(f) => {
+                                core.perf.fault(&f);
+                                pass.close_sock = true;
+                                break;
+                            }
+                        }
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                        e.rx.truncate(at);
+                        break;
+                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                        e.rx.truncate(at);
+                    }
+                    Err(err) => {
+                        e.rx.truncate(at);
+                        trace!(conn = conn.id(), error = %err, "read failed");
+                        engine.handle_transport_error(now, TransportError::Io);
+                        core.perf.fault(&Fault::Transport(TransportError::Io));
+                        pass.close_sock = true;
+                        break;
+                    }
+                }
+            }
+        } else if !pass.close_sock && !e.blocked && !e.rx.is_empty() && e.sock.is_some() {
+            // Unblocked (throttle released) or resolved: bytes may be waiting.
+            if let Err(f) = feed(&mut engine, now, &mut e.rx) {
+                core.perf.fault(&f);
+                pass.close_sock = true;
+            }
+        }
+        // Events (accept decisions are the engine's own step: taken under its lock).
+        while let Some(ev) = engine.poll_event() {
+            if let Event::AcceptRequest = ev {
+                let (outcome, existing) = core.resolve_accept(&conn, &mut engine, now);
+                pass.accept = Some((outcome, existing));
+                continue;
+            }
+            pass.events.push(ev);
+        }
+        // Output: take from the engine only what the socket can take now.
+        if !pass.close_sock && !e.connecting {
+            if let Some(sock) = e.sock.as_mut() {
+                if let Err(err) = write_out(sock, &mut e.tx, &mut engine, now, &core) {
+                    trace!(conn = conn.id(), error = %err, "write failed");
+                    engine.handle_transport_error(now, TransportError::Io);
+                    core.perf.fault(&Fault::Transport(TransportError::Io));
+                    pass.close_sock = true;
+                    while let Some(ev) = engine.poll_event() {
+                        pass.events.push(ev);
+                    }
+                }
+            }
+        }
+        if e.rx.is_empty() && e.rx.capacity() > RX_KEEP {
+            e.rx = BytesMut::new();
+        }
+        // Timer.
+        let deadline = engine.poll_timeout();
+        if e.deadline != deadline {
+            if let Some(d) = e.deadline {
+                self.timers.remove(&(d, t));
+            }
+            if let Some(d) = deadline {
+                self.timers.insert((d, t));
+            }
+            e.deadline = deadline;
+        }
+        if engine.is_closed() {
+            pass.close_sock = true;
+        }
+        Some(pass)
+    }
+
+    /// Handles what a pass found, without the engine lock. Returns whether the connection
+    /// should be serviced again (new work appeared).
+    fn after_pass(&mut self, t: usize, pass: Pass) -> bool {
+        let Some(conn) = self.conns.get(&t).map(|e| Arc::clone(&e.conn)) else {
+            return false;
+        };
+        let mut again = false;
+        if pass.close_sock {
+            self.close_sock(t);
+        }
+        if let Some((outcome, existing)) = pass.accept {
+            again |= self.accept_outcome(t, outcome, existing);
+            if !self.conns.contains_key(&t) {
+                // Adopted: this connection's events (none of interest) die with it.
+                return false;
+            }
+        }
+        for ev in pass.events {
+            match ev {
+                Event::Dial => {
+                    self.dial(t);
+                    again = true;
+                }
+                ev => self.core.deliver(&conn, ev),
+            }
+        }
+        if conn.engine().is_closed() {
+            self.drop_entry(t);
+            return false;
+        }
+        again
+    }
+
+    /// Applies an accept outcome to the transport.
+    fn accept_outcome(
+        &mut self,
+        t: usize,
+        outcome: AcceptOutcome,
+        existing: Option<Arc<ConnShared>>,
+    ) -> bool {
+        match (outcome, existing) {
+            (AcceptOutcome::Adopted, Some(ex)) => {
+                // The existing session takes this socket; this connection is gone.
+                let Some(mut e) = self.conns.remove(&t) else {
+                    return false;
+                };
+                self.by_id.remove(&e.conn.id());
+                if let Some(d) = e.deadline {
+                    self.timers.remove(&(d, t));
+                }
+                self.me.load.fetch_sub(1, Ordering::Relaxed);
+                self.core.forget(&e.conn);
+                let mut sock = e.sock.take();
+                if let Some(s) = sock.as_mut() {
+                    let _ = self.poll.registry().deregister(s);
+                }
+                let gen = ex.gen();
+                let owner = Posix::owner(&ex);
+                let rx = std::mem::take(&mut e.rx);
+                let cmd = Cmd::Adopt {
+                    conn: ex,
+                    sock,
+                    rx,
+                    gen,
+                };
+                if owner == self.idx {
+                    self.handle(cmd);
+                } else if self.peers[owner]
+                    .queue
+                    .push(cmd)
+                    .map(|()| self.peers[owner].wake())
+                    .is_err()
+                {
+                    warn!("worker queue full: replace failed");
+                }
+                false
+            }
+            (AcceptOutcome::ReplacedLossy, Some(ex)) | (AcceptOutcome::Replied(_), Some(ex)) => {
+                // Its engine changed (stopped, or asked for a keepalive): its owner pumps it.
+                self.kick(&ex);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// Has a connection's owner service it (its engine changed under someone else).
+    fn kick(&mut self, conn: &Arc<ConnShared>) {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            self.service(t, false);
+            return;
+        }
+        let owner = Posix::owner(conn);
+        let _ = self.peers[owner]
+            .queue
+            .push(Cmd::Keepalive(Arc::clone(conn)))
+            .map(|()| self.peers[owner].wake());
+    }
+
+    /// Services connections that fast-dispatch callbacks wrote to.
+    fn flush_dirty(&mut self) {
+        loop {
+            let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            if dirty.is_empty() {
+                return;
+            }
+            for c in dirty {
+                if let Some(&t) = self.by_id.get(&c.id()) {
+                    if let Some(pass) = self.pass(t, false) {
+                        self.after_pass(t, pass);
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_all(&mut self) {
+        let tokens: Vec<usize> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(e) = self.conns.get(&t) {
+                e.conn.engine().mark_down();
+            }
+            self.drop_entry(t);
+        }
+        while self.me.queue.pop().is_some() {}
+    }
+}
+
+/// Feeds the receive buffer to the engine until it stops making progress.
+fn feed(
+    engine: &mut crate::proto::Connection,
+    now: Instant,
+    rx: &mut BytesMut,
+) -> Result<InputStatus, Fault> {
+    loop {
+        match engine.handle_input(now, rx)? {
+            InputStatus::Budget => continue,
+            s => return Ok(s),
+        }
+    }
+}
+
+/// Writes pending chunks, then asks the engine for more while the socket takes them.
+/// Unsent bytes stay in `tx` (the front chunk advanced past what was written).
+fn write_out(
+    sock: &mut TcpStream,
+    tx: &mut VecDeque<Bytes>,
+    engine: &mut crate::proto::Connection,
+    now: Instant,
+    core: &Core,
+) -> io::Result<()> {
+    loop {
+        if tx.is_empty() {
+            while tx.len() < IOV_MAX {
+                match engine.poll_transmit(now) {
+                    Some(b) => tx.push_back(b),
+                    None => break,
+                }
+            }
+            if tx.is_empty() {
+                return Ok(());
+            }
+        }
+        let iov: Vec<IoSlice<'_>> = tx.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+        let r = if core.inject.fail_now() {
+            core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+            Err(io::Error::other("injected socket failure"))
+        } else {
+            sock.write_vectored(&iov)
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(mut n) => {
+                core.perf.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+                while n > 0 {
+                    let Some(front) = tx.front_mut() else { break };
+                    if n >= front.len() {
+                        n -= front.len();
+                        tx.pop_front();
+                    } else {
+                        front.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}

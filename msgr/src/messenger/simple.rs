@@ -1,0 +1,685 @@
+//! Transport `simple`: Ceph's SimpleMessenger shape over kernel TCP.
+//!
+//! An accepter thread takes incoming sockets; every session has a **writer thread** for
+//! its whole life (it dials, runs the engine's timers and writes what the engine yields,
+//! with blocking writes) and, per socket, a **reader thread** (blocking reads fed to the
+//! engine). Ceph's Pipe reader / Pipe writer, in other words, around the same sans-IO
+//! engine the posix transport drives.
+//!
+//! Locks: the engine lock and the per-session `SimpleIo` lock are never held together, and
+//! neither is held during socket I/O or dispatch.
+
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use tracing::{debug, trace, warn};
+
+use super::conn::ConnShared;
+use super::core::Core;
+use super::transport::{ConnIo, Transport};
+use crate::msg::Message;
+use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
+use crate::time::Instant;
+
+const LISTEN: Token = Token(0);
+const WAKE: Token = Token(1);
+/// Chunks written per `writev`.
+const IOV_MAX: usize = 64;
+/// Largest single read.
+const READ_CHUNK: usize = 64 * 1024;
+/// How often an idle reader checks that its socket is still the session's.
+const READ_TICK: Duration = Duration::from_millis(500);
+
+/// Per-session state of the simple transport.
+pub(crate) struct SimpleIo {
+    st: Mutex<IoState>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct IoState {
+    /// The session's current socket and its generation.
+    sock: Option<(Arc<TcpStream>, u64)>,
+    /// The writer should dial.
+    dial: bool,
+    /// The writer should look at the engine (input, a send, a keepalive).
+    kick: bool,
+    /// The engine's next deadline, as last seen.
+    deadline: Option<Instant>,
+    /// The session is over: the writer exits.
+    closed: bool,
+    /// A writer thread runs for this session.
+    writer: bool,
+}
+
+impl SimpleIo {
+    fn lock(&self) -> MutexGuard<'_, IoState> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kick(&self, deadline: Option<Instant>, dial: bool) {
+        let mut st = self.lock();
+        st.kick = true;
+        st.dial |= dial;
+        st.deadline = deadline;
+        drop(st);
+        self.cv.notify_one();
+    }
+
+    fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if let Some((s, _)) = st.sock.take() {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+}
+
+fn io_of(conn: &ConnShared) -> &SimpleIo {
+    conn.io.simple().expect("a simple-transport session")
+}
+
+pub(crate) struct Simple {
+    listener: Mutex<Option<std::net::TcpListener>>,
+    waker: Mutex<Option<Arc<Waker>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Simple {
+    pub(crate) fn new() -> Self {
+        Self {
+            listener: Mutex::new(None),
+            waker: Mutex::new(None),
+            threads: Arc::default(),
+            stopping: Arc::default(),
+        }
+    }
+}
+
+fn spawn(threads: &Mutex<Vec<JoinHandle<()>>>, name: String, f: impl FnOnce() + Send + 'static) {
+    match std::thread::Builder::new().name(name).spawn(f) {
+        Ok(h) => {
+            let mut ts = threads.lock().unwrap_or_else(|e| e.into_inner());
+            ts.retain(|t| !t.is_finished());
+            ts.push(h);
+        }
+        Err(e) => warn!(error = %e, "could not spawn a thread"),
+    }
+}
+
+impl Transport for Simple {
+    fn new_io(&self) -> ConnIo {
+        ConnIo::Simple(SimpleIo {
+            st: Mutex::default(),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn bind(&self, _core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        let bound = l.local_addr()?;
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(l);
+        Ok(bound)
+    }
+
+    fn start(&self, core: &Arc<Core>) -> io::Result<()> {
+        let Some(l) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return Ok(());
+        };
+        let mut listener = TcpListener::from_std(l);
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTEN, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+        *self.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(waker);
+        let core = Arc::clone(core);
+        let threads = Arc::clone(&self.threads);
+        let stopping = Arc::clone(&self.stopping);
+        spawn(&self.threads, "ms_accepter".into(), move || {
+            accepter(core, poll, listener, threads, stopping)
+        });
+        Ok(())
+    }
+
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        start_writer(core, conn, &self.threads);
+        // The engine emitted Dial at creation: hand it to the writer.
+        pump(core, conn, &self.threads);
+    }
+
+    fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
+        let r = conn.engine().send_message(core.now(), m);
+        pump(core, conn, &self.threads);
+        r
+    }
+
+    fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        conn.engine().send_keepalive();
+        pump(core, conn, &self.threads);
+    }
+
+    fn closed(&self, _core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        io_of(conn).close();
+    }
+
+    fn shutdown(&self, _core: &Arc<Core>) {
+        self.stopping.store(true, Ordering::Release);
+        if let Some(w) = self
+            .waker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let _ = w.wake();
+        }
+    }
+
+    fn join(&self) {
+        loop {
+            let ts = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            if ts.is_empty() {
+                return;
+            }
+            for t in ts {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+fn accepter(
+    core: Arc<Core>,
+    mut poll: Poll,
+    listener: TcpListener,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    stopping: Arc<AtomicBool>,
+) {
+    let mut events = Events::with_capacity(16);
+    while !stopping.load(Ordering::Acquire) {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                warn!(error = %e, "accepter poll failed");
+            }
+            continue;
+        }
+        loop {
+            match listener.accept() {
+                Ok((sock, peer)) => {
+                    // mio hands out non-blocking sockets; this transport blocks.
+                    let std_sock: TcpStream = match into_blocking(sock) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            warn!(error = %e, "accepted socket unusable");
+                            continue;
+                        }
+                    };
+                    let conn = core.accepted(peer);
+                    let sock = Arc::new(std_sock);
+                    io_of(&conn).lock().sock = Some((Arc::clone(&sock), 0));
+                    start_writer(&core, &conn, &threads);
+                    start_reader(&core, &conn, sock, 0, &threads);
+                    pump(&core, &conn, &threads);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                    break;
+                }
+            }
+        }
+    }
+    debug!("accepter stopped");
+}
+
+fn into_blocking(sock: mio::net::TcpStream) -> io::Result<TcpStream> {
+    let s = TcpStream::from(sock);
+    s.set_nonblocking(false)?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+fn start_writer(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    {
+        let mut st = io_of(conn).lock();
+        if st.writer {
+            return;
+        }
+        st.writer = true;
+    }
+    let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
+    spawn(threads, format!("ms_writer-{}", conn.id()), move || {
+        writer(core, conn, ts)
+    });
+}
+
+fn start_reader(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    sock: Arc<TcpStream>,
+    gen: u64,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
+    spawn(threads, format!("ms_reader-{}", conn.id()), move || {
+        reader(core, conn, sock, gen, ts)
+    });
+}
+
+/// Drains a session's events after someone touched its engine (without its lock), and has
+/// its writer look at it.
+fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+    let (events, deadline, closed) = {
+        let mut e = conn.engine();
+        let mut evs = Vec::new();
+        while let Some(ev) = e.poll_event() {
+            evs.push(ev);
+        }
+        (evs, e.poll_timeout(), e.is_closed())
+    };
+    let dial = events.iter().any(|e| matches!(e, Event::Dial));
+    deliver(core, conn, events, threads);
+    if closed {
+        io_of(conn).close();
+        core.forget(conn);
+    } else {
+        io_of(conn).kick(deadline, dial);
+    }
+}
+
+fn deliver(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    events: Vec<Event>,
+    _threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    for ev in events {
+        core.deliver(conn, ev);
+    }
+}
+
+/// The session thread: dials, runs timers, writes.
+fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHandle<()>>>>) {
+    let io = io_of(&conn);
+    loop {
+        let (dial, sock) = {
+            let mut st = io.lock();
+            loop {
+                if st.closed {
+                    st.writer = false;
+                    trace!(conn = conn.id(), "writer exits");
+                    return;
+                }
+                if st.kick || st.dial {
+                    break;
+                }
+                let wait = st
+                    .deadline
+                    .map_or(Duration::from_secs(1), |d| core.until(d));
+                if wait.is_zero() {
+                    break;
+                }
+                st = io
+                    .cv
+                    .wait_timeout(st, wait)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            st.kick = false;
+            (std::mem::take(&mut st.dial), st.sock.clone())
+        };
+        if dial {
+            do_dial(&core, &conn, &threads);
+            continue;
+        }
+        // Timers, then output.
+        let now = core.now();
+        let mut chunks: Vec<Bytes> = Vec::new();
+        let (events, deadline, closed, fault) = {
+            let mut e = conn.engine();
+            let fault = if e.poll_timeout().is_some_and(|t| t <= now) {
+                e.handle_timeout(now).err()
+            } else {
+                None
+            };
+            let current = sock.as_ref().filter(|(_, g)| *g == conn.gen());
+            if current.is_some() && fault.is_none() {
+                while chunks.len() < IOV_MAX {
+                    match e.poll_transmit(now) {
+                        Some(b) => chunks.push(b),
+                        None => break,
+                    }
+                }
+            }
+            let mut evs = Vec::new();
+            while let Some(ev) = e.poll_event() {
+                evs.push(ev);
+            }
+            (evs, e.poll_timeout(), e.is_closed(), fault)
+        };
+        if let Some(f) = fault {
+            core.fault(&conn, &f);
+            drop_socket(io, &conn);
+        }
+        let more = chunks.len() == IOV_MAX;
+        if let (false, Some((s, gen))) = (chunks.is_empty(), sock.as_ref()) {
+            if let Err(err) = write_chunks(&core, s, chunks) {
+                trace!(conn = conn.id(), error = %err, "write failed");
+                lost(&core, &conn, *gen, TransportError::Io);
+            }
+        }
+        let dial = events.iter().any(|e| matches!(e, Event::Dial));
+        deliver(&core, &conn, events, &threads);
+        if closed || conn.engine().is_closed() {
+            io.close();
+            core.forget(&conn);
+            continue;
+        }
+        let mut st = io.lock();
+        st.deadline = deadline;
+        st.dial |= dial;
+        st.kick |= more;
+    }
+}
+
+fn write_chunks(core: &Core, sock: &TcpStream, mut chunks: Vec<Bytes>) -> io::Result<()> {
+    let mut at = 0;
+    while at < chunks.len() {
+        let iov: Vec<IoSlice<'_>> = chunks[at..].iter().map(|b| IoSlice::new(b)).collect();
+        if core.inject.fail_now() {
+            core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(io::Error::other("injected socket failure"));
+        }
+        let mut n = match (&*sock).write_vectored(&iov) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        core.perf.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+        while n > 0 && at < chunks.len() {
+            let c = &mut chunks[at];
+            if n >= c.len() {
+                n -= c.len();
+                at += 1;
+            } else {
+                c.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The socket of generation `gen` failed: tell the engine (if it is still the session's).
+fn lost(core: &Arc<Core>, conn: &Arc<ConnShared>, gen: u64, e: TransportError) {
+    let now = core.now();
+    {
+        let mut eng = conn.engine();
+        if conn.gen() != gen {
+            return;
+        }
+        // A new generation: whatever the engine does next, this socket is done.
+        conn.next_gen();
+        eng.handle_transport_error(now, e);
+    }
+    core.fault(conn, &Fault::Transport(e));
+    drop_socket(io_of(conn), conn);
+}
+
+fn drop_socket(io: &SimpleIo, conn: &ConnShared) {
+    let mut st = io.lock();
+    if let Some((s, g)) = st.sock.take() {
+        if g == conn.gen() {
+            st.sock = Some((s, g));
+        } else {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+    core.deliver(conn, Event::Dial);
+    let (target, timeout) = {
+        let e = conn.engine();
+        (
+            e.peer_addr().and_then(|a| a.addr),
+            core.config().options.ready_timeout,
+        )
+    };
+    let now = core.now();
+    let Some(addr) = target else {
+        conn.engine()
+            .handle_transport_error(now, TransportError::ConnectFailed);
+        pump(core, conn, threads);
+        return;
+    };
+    match TcpStream::connect_timeout(&addr, timeout) {
+        Ok(s) => {
+            let _ = s.set_nodelay(true);
+            let sock = Arc::new(s);
+            let gen = {
+                let mut e = conn.engine();
+                if e.phase() != crate::proto::Phase::Connecting || e.is_open() {
+                    // Replaced or marked down while we dialed.
+                    let _ = sock.shutdown(Shutdown::Both);
+                    return;
+                }
+                let g = conn.next_gen();
+                e.handle_connected(core.now());
+                g
+            };
+            io_of(conn).lock().sock = Some((Arc::clone(&sock), gen));
+            start_reader(core, conn, sock, gen, threads);
+        }
+        Err(err) => {
+            let kind = if err.kind() == io::ErrorKind::ConnectionRefused {
+                TransportError::Refused
+            } else {
+                TransportError::ConnectFailed
+            };
+            debug!(conn = conn.id(), error = %err, "connect failed");
+            conn.engine().handle_transport_error(core.now(), kind);
+            core.fault(conn, &Fault::Transport(kind));
+        }
+    }
+    pump(core, conn, threads);
+}
+
+/// A socket's reader thread. After a replace it may go on serving another session.
+fn reader(
+    core: Arc<Core>,
+    mut conn: Arc<ConnShared>,
+    sock: Arc<TcpStream>,
+    mut gen: u64,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+) {
+    let _ = sock.set_read_timeout(Some(READ_TICK));
+    let mut rx = BytesMut::new();
+    let mut blocked = false;
+    loop {
+        if conn.gen() != gen || core.stopping.load(Ordering::Acquire) {
+            break;
+        }
+        let now = core.now();
+        let status;
+        if blocked {
+            // A throttle holds this session: retry every millisecond (Ceph's rule), reading
+            // nothing meanwhile so TCP pushes back on the sender.
+            std::thread::sleep(Duration::from_millis(1));
+            let mut e = conn.engine();
+            if conn.gen() != gen {
+                break;
+            }
+            status = feed(&mut e, now, &mut rx);
+        } else {
+            let want = conn.engine().rx_hint().clamp(4096, READ_CHUNK);
+            rx.reserve(want);
+            let at = rx.len();
+            rx.resize(at + want, 0);
+            let r = if core.inject.fail_now() {
+                core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+                Err(io::Error::other("injected socket failure"))
+            } else {
+                (&*sock).read(&mut rx[at..])
+            };
+            match r {
+                Ok(0) => {
+                    rx.truncate(at);
+                    lost(&core, &conn, gen, TransportError::Eof);
+                    pump(&core, &conn, &threads);
+                    break;
+                }
+                Ok(n) => {
+                    rx.truncate(at + n);
+                    core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                    let mut e = conn.engine();
+                    if conn.gen() != gen {
+                        break;
+                    }
+                    status = feed(&mut e, now, &mut rx);
+                }
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock
+                            | io::ErrorKind::TimedOut
+                            | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    rx.truncate(at);
+                    continue;
+                }
+                Err(err) => {
+                    rx.truncate(at);
+                    trace!(conn = conn.id(), error = %err, "read failed");
+                    lost(&core, &conn, gen, TransportError::Io);
+                    pump(&core, &conn, &threads);
+                    break;
+                }
+            }
+        }
+        match status {
+            Ok(InputStatus::Blocked) => {
+                if !blocked {
+                    core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                }
+                blocked = true;
+            }
+            Ok(_) => blocked = false,
+            Err(f) => {
+                core.fault(&conn, &f);
+                {
+                    let _e = conn.engine();
+                    if conn.gen() == gen {
+                        conn.next_gen();
+                    }
+                }
+                drop_socket(io_of(&conn), &conn);
+                let _ = sock.shutdown(Shutdown::Both);
+                pump(&core, &conn, &threads);
+                break;
+            }
+        }
+        // An accept decision is the engine's own step: take it now.
+        match accept_step(&core, &conn, &sock, gen, &threads) {
+            Some((next, g)) => {
+                conn = next;
+                gen = g;
+            }
+            None => break,
+        }
+        pump(&core, &conn, &threads);
+        if rx.is_empty() && rx.capacity() > READ_CHUNK {
+            rx = BytesMut::new();
+        }
+    }
+    trace!(conn = conn.id(), "reader exits");
+}
+
+fn feed(
+    engine: &mut crate::proto::Connection,
+    now: Instant,
+    rx: &mut BytesMut,
+) -> Result<InputStatus, Fault> {
+    loop {
+        match engine.handle_input(now, rx)? {
+            InputStatus::Budget => continue,
+            s => return Ok(s),
+        }
+    }
+}
+
+/// Resolves a pending accept, if the engine asked for one. Returns the session this reader
+/// serves from now on (itself, or the existing session that adopted the socket), or `None`
+/// if the reader should stop.
+fn accept_step(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    sock: &Arc<TcpStream>,
+    gen: u64,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+) -> Option<(Arc<ConnShared>, u64)> {
+    let now = core.now();
+    let (outcome, existing, others) = {
+        let mut e = conn.engine();
+        let mut others = Vec::new();
+        let mut res = None;
+        while let Some(ev) = e.poll_event() {
+            if let Event::AcceptRequest = ev {
+                res = Some(core.resolve_accept(conn, &mut e, now));
+            } else {
+                others.push(ev);
+            }
+        }
+        match res {
+            Some((o, ex)) => (Some(o), ex, others),
+            None => (None, None, others),
+        }
+    };
+    deliver(core, conn, others, threads);
+    match (outcome, existing) {
+        (Some(AcceptOutcome::Adopted), Some(ex)) => {
+            // The existing session takes this socket; this connection is gone.
+            io_of(conn).lock().sock = None;
+            io_of(conn).close();
+            core.forget(conn);
+            let g = ex.gen();
+            {
+                let mut st = io_of(&ex).lock();
+                if let Some((old, _)) = st.sock.replace((Arc::clone(sock), g)) {
+                    let _ = old.shutdown(Shutdown::Both);
+                }
+            }
+            start_writer(core, &ex, threads);
+            pump(core, &ex, threads);
+            Some((ex, g))
+        }
+        (Some(_), Some(ex)) => {
+            pump(core, &ex, threads);
+            Some((Arc::clone(conn), gen))
+        }
+        _ => Some((Arc::clone(conn), gen)),
+    }
+}

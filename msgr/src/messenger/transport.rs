@@ -1,0 +1,98 @@
+//! What a transport provides to the messenger core, and its per-connection state.
+//!
+//! A transport owns sockets and threads, and nothing else: it feeds bytes and time to each
+//! connection's engine, writes what the engine yields, dials when asked, and hands every
+//! other event to the core (`Core::deliver`). No protocol logic lives in a transport.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use super::conn::ConnShared;
+use super::core::Core;
+use super::posix::PosixIo;
+use super::simple::SimpleIo;
+use crate::msg::Message;
+use crate::proto::SendError;
+
+/// Which kernel-TCP shape a messenger runs in.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum TransportKind {
+    /// Ceph's SimpleMessenger: an accepter thread, a reader and a writer thread per
+    /// connection, blocking sockets.
+    Simple,
+    /// Ceph's AsyncMessenger over POSIX sockets: a fixed set of epoll worker threads, each
+    /// owning its connections.
+    #[default]
+    Posix,
+}
+
+impl TransportKind {
+    /// The name used on command lines and in logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Simple => "simple",
+            Self::Posix => "posix",
+        }
+    }
+}
+
+impl std::str::FromStr for TransportKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "simple" => Ok(Self::Simple),
+            "posix" => Ok(Self::Posix),
+            "dpdk" => {
+                Err("transport dpdk is not built yet (see issue 5); use simple or posix".into())
+            }
+            other => Err(format!(
+                "unknown transport {other:?} (expected simple or posix)"
+            )),
+        }
+    }
+}
+
+/// Per-connection transport state, kept in the connection's shared state.
+pub(crate) enum ConnIo {
+    Simple(SimpleIo),
+    Posix(PosixIo),
+}
+
+impl ConnIo {
+    pub(crate) fn simple(&self) -> Option<&SimpleIo> {
+        match self {
+            Self::Simple(s) => Some(s),
+            Self::Posix(_) => None,
+        }
+    }
+
+    pub(crate) fn posix(&self) -> Option<&PosixIo> {
+        match self {
+            Self::Posix(p) => Some(p),
+            Self::Simple(_) => None,
+        }
+    }
+}
+
+/// The operations the core needs from a transport.
+pub(crate) trait Transport: Send + Sync {
+    /// Fresh per-connection state for a connection about to be created.
+    fn new_io(&self) -> ConnIo;
+    /// Listens on `addr`; returns the bound address.
+    fn bind(&self, core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr>;
+    /// Starts the transport's threads.
+    fn start(&self, core: &Arc<Core>) -> io::Result<()>;
+    /// Takes charge of a new outgoing connection (its engine has a Dial pending).
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>);
+    /// Queues a message on a connection.
+    fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError>;
+    /// Asks for a keepalive on a connection.
+    fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>);
+    /// The connection's engine was marked down: close its transport and forget it.
+    fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>);
+    /// Stops accepting and closes every connection; threads exit.
+    fn shutdown(&self, core: &Arc<Core>);
+    /// Waits for the transport's threads to exit.
+    fn join(&self);
+}
