@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod blocking;
 pub mod crc;
 pub mod denc;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod features;
 pub mod messenger;
 pub mod msg;
+pub mod osd;
 pub mod proto;
 pub mod time;
 pub mod wire;

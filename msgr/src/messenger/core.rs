@@ -156,6 +156,12 @@ impl Core {
         self.track(&conn);
         debug!(conn = conn.id(), %addr, "new outgoing session");
         self.transport.connect(self, &conn);
+        if self.stopping.load(Ordering::Acquire) {
+            // Created while the messenger shuts down, possibly after its sweep of the live
+            // connections (tracked first, so an earlier sweep saw it): it must not outlive
+            // the messenger's threads.
+            self.mark_down_conn(&conn);
+        }
         ConnectionRef(conn)
     }
 

@@ -69,6 +69,9 @@ enum Cmd {
     },
     /// Send a keepalive.
     Keepalive(Arc<ConnShared>),
+    /// Run the connection: its engine changed under another thread (an accept decision
+    /// on another worker reset it or queued a reply for it).
+    Service(Arc<ConnShared>),
     /// The engine was stopped (mark_down): drop the connection.
     Closed(Arc<ConnShared>),
     Shutdown,
@@ -79,12 +82,40 @@ struct WorkerShared {
     waker: OnceLock<Waker>,
     /// Connections owned.
     load: AtomicUsize,
+    /// The worker has exited: nothing will serve its queue again.
+    stopped: AtomicBool,
 }
 
 impl WorkerShared {
     fn wake(&self) {
         if let Some(w) = self.waker.get() {
             let _ = w.wake();
+        }
+    }
+
+    /// Queues a command for the worker and wakes it. If the worker has already exited (a
+    /// shutdown in progress), the command is discarded at once instead of sitting in a
+    /// queue nobody serves — an accepted socket would otherwise stay open, unanswered,
+    /// until its peer's handshake timed out.
+    fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
+        self.queue.push(cmd)?;
+        self.wake();
+        // SeqCst pairs with the worker's store-then-drain at exit: either it drains after
+        // our push, or we see the flag and drain ourselves.
+        if self.stopped.load(Ordering::SeqCst) {
+            self.discard_queued(core);
+        }
+        Ok(())
+    }
+
+    /// Drops every queued command; connections still waiting to be adopted are closed.
+    fn discard_queued(&self, core: &Core) {
+        while let Some(cmd) = self.queue.pop() {
+            if let Cmd::Adopt { conn, .. } = cmd {
+                // The socket (if any) closes as the command drops.
+                conn.engine().mark_down();
+                core.forget(&conn);
+            }
         }
     }
 }
@@ -115,6 +146,7 @@ impl Posix {
                     queue: ArrayQueue::new(QUEUE_DEPTH),
                     waker: OnceLock::new(),
                     load: AtomicUsize::new(0),
+                    stopped: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -142,11 +174,8 @@ impl Posix {
     fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
         let ws = &self.workers[w];
         for attempt in 0..2000 {
-            match ws.queue.push(cmd) {
-                Ok(()) => {
-                    ws.wake();
-                    return Ok(());
-                }
+            match ws.push(core, cmd) {
+                Ok(()) => return Ok(()),
                 Err(c) => {
                     cmd = c;
                     ws.wake();
@@ -388,6 +417,12 @@ impl Worker {
             };
             match l.accept() {
                 Ok((sock, peer)) => {
+                    if self.core.stopping.load(Ordering::Acquire) {
+                        // Shutting down: refuse (close) rather than start a session that no
+                        // worker may be left to serve.
+                        drop(sock);
+                        continue;
+                    }
                     let _ = sock.set_nodelay(true);
                     let conn = self.core.accepted(peer);
                     let w = (0..self.peers.len())
@@ -406,8 +441,7 @@ impl Worker {
                     };
                     if w == self.idx {
                         self.handle(cmd);
-                    } else if let Err(Cmd::Adopt { conn, .. }) =
-                        self.peers[w].queue.push(cmd).map(|()| self.peers[w].wake())
+                    } else if let Err(Cmd::Adopt { conn, .. }) = self.peers[w].push(&self.core, cmd)
                     {
                         warn!(
                             conn = conn.id(),
@@ -467,6 +501,11 @@ impl Worker {
                     self.service(t, false);
                 }
             }
+            Cmd::Service(conn) => {
+                if let Some(t) = self.route(&conn, || Cmd::Service(Arc::clone(&conn))) {
+                    self.service(t, false);
+                }
+            }
             Cmd::Closed(conn) => {
                 if let Some(&t) = self.by_id.get(&conn.id()) {
                     self.drop_entry(t);
@@ -483,10 +522,7 @@ impl Worker {
         }
         let owner = Posix::owner(conn);
         if owner != self.idx {
-            let _ = self.peers[owner]
-                .queue
-                .push(again())
-                .map(|()| self.peers[owner].wake());
+            let _ = self.peers[owner].push(&self.core, again());
         }
         None
     }
@@ -721,7 +757,23 @@ impl Worker {
             // Another socket took this session over (replace): this one is stale.
             pass.close_sock = true;
         }
-        // Input.
+        // Input: first what is already buffered (a throttle retry, a resolved accept), and
+        // only if the engine takes it, more from the socket. A throttled connection must
+        // not read at all: what it read would pile up in `rx`, unbounded, for as long as
+        // the dispatcher is stalled.
+        if !pass.close_sock && !e.connecting && !e.blocked && !e.rx.is_empty() && e.sock.is_some() {
+            match feed(&mut engine, now, &mut e.rx) {
+                Ok(InputStatus::Blocked) => {
+                    e.blocked = true;
+                    core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(f) => {
+                    core.perf.fault(&f);
+                    pass.close_sock = true;
+                }
+            }
+        }
         if let (true, false, false, Some(_), false) = (
             read,
             pass.close_sock,
@@ -789,12 +841,6 @@ impl Worker {
                     }
                 }
             }
-        } else if !pass.close_sock && !e.blocked && !e.rx.is_empty() && e.sock.is_some() {
-            // Unblocked (throttle released) or resolved: bytes may be waiting.
-            if let Err(f) = feed(&mut engine, now, &mut e.rx) {
-                core.perf.fault(&f);
-                pass.close_sock = true;
-            }
         }
         // Events (accept decisions are the engine's own step: taken under its lock).
         while let Some(ev) = engine.poll_event() {
@@ -846,7 +892,11 @@ impl Worker {
             return false;
         };
         let mut again = false;
-        if pass.close_sock {
+        // An adopted socket moves to the existing session (whose engine answers on it);
+        // this connection's engine is stopped, which must not close the socket it hands
+        // over.
+        let adopted = matches!(pass.accept, Some((AcceptOutcome::Adopted, Some(_))));
+        if pass.close_sock && !adopted {
             self.close_sock(t);
         }
         if let Some((outcome, existing)) = pass.accept {
@@ -906,12 +956,7 @@ impl Worker {
                 };
                 if owner == self.idx {
                     self.handle(cmd);
-                } else if self.peers[owner]
-                    .queue
-                    .push(cmd)
-                    .map(|()| self.peers[owner].wake())
-                    .is_err()
-                {
+                } else if self.peers[owner].push(&self.core, cmd).is_err() {
                     warn!("worker queue full: replace failed");
                 }
                 false
@@ -932,10 +977,7 @@ impl Worker {
             return;
         }
         let owner = Posix::owner(conn);
-        let _ = self.peers[owner]
-            .queue
-            .push(Cmd::Keepalive(Arc::clone(conn)))
-            .map(|()| self.peers[owner].wake());
+        let _ = self.peers[owner].push(&self.core, Cmd::Service(Arc::clone(conn)));
     }
 
     /// Services connections that fast-dispatch callbacks wrote to.
@@ -963,7 +1005,12 @@ impl Worker {
             }
             self.drop_entry(t);
         }
-        while self.me.queue.pop().is_some() {}
+        // From here on, whoever queues a command for this worker discards it (see
+        // `WorkerShared::push`); what is queued already is discarded now.
+        self.me.stopped.store(true, Ordering::SeqCst);
+        self.me.discard_queued(&self.core);
+        // Stop listening as the worker exits (not when the messenger is dropped).
+        self.listener = None;
     }
 }
 

@@ -6,8 +6,19 @@
 //! engine). Ceph's Pipe reader / Pipe writer, in other words, around the same sans-IO
 //! engine the posix transport drives.
 //!
-//! Locks: the engine lock and the per-session `SimpleIo` lock are never held together, and
-//! neither is held during socket I/O or dispatch.
+//! Locks: the engine lock and a session's socket state (`SimpleIo::st`) are never held
+//! together, and neither is held during socket I/O or dispatch. The session's outbox lock
+//! (below) nests inside the engine lock, or is taken alone.
+//!
+//! Several threads touch one session's engine (its reader, its writer, and any thread that
+//! sends on it), so several may find events in it. Events are therefore never delivered
+//! straight from `poll_event`: whoever holds the engine lock moves them, in order, to the
+//! session's [`Outbox`] (engine lock → outbox lock, held for the move only), and one thread
+//! at a time delivers the outbox front to back, without any lock held. A message can thus
+//! never overtake an earlier message or event of its session on its way to the dispatchers.
+//! Two events are not delivered but acted on: `Dial` wakes the writer (which dials), and
+//! `AcceptRequest` is left for the reader, the only thread that resolves accepts (it owns the
+//! socket that may move to another session).
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -41,6 +52,19 @@ const READ_TICK: Duration = Duration::from_millis(500);
 pub(crate) struct SimpleIo {
     st: Mutex<IoState>,
     cv: Condvar,
+    out: Mutex<Outbox>,
+}
+
+/// Events taken from the engine and not yet delivered, in engine order.
+#[derive(Default)]
+struct Outbox {
+    q: std::collections::VecDeque<Event>,
+    /// A thread is delivering `q`; others only append.
+    delivering: bool,
+    /// The engine asked for an accept decision (for the reader to take).
+    accept_pending: bool,
+    /// The engine asked for a dial, not yet passed to the writer.
+    dial_pending: bool,
 }
 
 #[derive(Default)]
@@ -71,6 +95,10 @@ impl SimpleIo {
         st.deadline = deadline;
         drop(st);
         self.cv.notify_one();
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn close(&self) {
@@ -122,6 +150,7 @@ impl Transport for Simple {
         ConnIo::Simple(SimpleIo {
             st: Mutex::default(),
             cv: Condvar::new(),
+            out: Mutex::default(),
         })
     }
 
@@ -235,6 +264,13 @@ fn accepter(
                     start_writer(&core, &conn, &threads);
                     start_reader(&core, &conn, sock, 0, &threads);
                     pump(&core, &conn, &threads);
+                    if core.stopping.load(Ordering::Acquire) {
+                        // Accepted while the messenger shuts down, after its sweep of the
+                        // live connections (`accepted` tracked it first, so a later sweep
+                        // would have seen it): close it here, or its writer would linger
+                        // until the handshake timed out.
+                        core.mark_down_conn(&conn);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -289,17 +325,13 @@ fn start_reader(
 
 /// Drains a session's events after someone touched its engine (without its lock), and has
 /// its writer look at it.
-fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
-    let (events, deadline, closed) = {
+fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, _threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+    let (dial, deadline, closed) = {
         let mut e = conn.engine();
-        let mut evs = Vec::new();
-        while let Some(ev) = e.poll_event() {
-            evs.push(ev);
-        }
-        (evs, e.poll_timeout(), e.is_closed())
+        let dial = drain(conn, &mut e);
+        (dial, e.poll_timeout(), e.is_closed())
     };
-    let dial = events.iter().any(|e| matches!(e, Event::Dial));
-    deliver(core, conn, events, threads);
+    deliver_pending(core, conn);
     if closed {
         io_of(conn).close();
         core.forget(conn);
@@ -308,13 +340,56 @@ fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHa
     }
 }
 
-fn deliver(
-    core: &Arc<Core>,
-    conn: &Arc<ConnShared>,
-    events: Vec<Event>,
-    _threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
-) {
-    for ev in events {
+/// Moves the engine's events to the session's outbox, in order; call with the engine
+/// locked. Returns whether a dial is pending (the flag is cleared: the caller must pass it
+/// to the writer).
+fn drain(conn: &ConnShared, engine: &mut crate::proto::Connection) -> bool {
+    let mut out = io_of(conn).outbox();
+    while let Some(ev) = engine.poll_event() {
+        match ev {
+            // The writer dials (and counts it).
+            Event::Dial => out.dial_pending = true,
+            Event::AcceptRequest => out.accept_pending = true,
+            ev => out.q.push_back(ev),
+        }
+    }
+    std::mem::take(&mut out.dial_pending)
+}
+
+/// Delivers the session's outbox, front to back, unless another thread already is (it
+/// then delivers what we added too).
+fn deliver_pending(core: &Arc<Core>, conn: &Arc<ConnShared>) {
+    let io = io_of(conn);
+    {
+        let mut out = io.outbox();
+        if out.delivering {
+            return;
+        }
+        out.delivering = true;
+    }
+    /// Hands the outbox back if a dispatcher panics mid-delivery.
+    struct Unwind<'a>(&'a SimpleIo);
+    impl Drop for Unwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.outbox().delivering = false;
+            }
+        }
+    }
+    let _unwind = Unwind(io);
+    loop {
+        let ev = {
+            let mut out = io.outbox();
+            match out.q.pop_front() {
+                Some(ev) => ev,
+                None => {
+                    // Checked and released under one lock: an event added after this is
+                    // delivered by the thread that adds it.
+                    out.delivering = false;
+                    return;
+                }
+            }
+        };
         core.deliver(conn, ev);
     }
 }
@@ -340,11 +415,16 @@ fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHan
                 if wait.is_zero() {
                     break;
                 }
-                st = io
+                let (guard, res) = io
                     .cv
                     .wait_timeout(st, wait)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                    .unwrap_or_else(|e| e.into_inner());
+                st = guard;
+                if res.timed_out() {
+                    // Look at the engine itself: its timers may have moved since the
+                    // deadline we were given.
+                    break;
+                }
             }
             st.kick = false;
             (std::mem::take(&mut st.dial), st.sock.clone())
@@ -356,15 +436,20 @@ fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHan
         // Timers, then output.
         let now = core.now();
         let mut chunks: Vec<Bytes> = Vec::new();
-        let (events, deadline, closed, fault) = {
+        let (dial, deadline, closed, fault) = {
             let mut e = conn.engine();
             let fault = if e.poll_timeout().is_some_and(|t| t <= now) {
                 e.handle_timeout(now).err()
             } else {
                 None
             };
+            if fault.is_some() {
+                // The engine gave this socket up (handshake or idle timeout): it is stale
+                // from here on, for the reader too.
+                conn.next_gen();
+            }
             let current = sock.as_ref().filter(|(_, g)| *g == conn.gen());
-            if current.is_some() && fault.is_none() {
+            if current.is_some() {
                 while chunks.len() < IOV_MAX {
                     match e.poll_transmit(now) {
                         Some(b) => chunks.push(b),
@@ -372,11 +457,8 @@ fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHan
                     }
                 }
             }
-            let mut evs = Vec::new();
-            while let Some(ev) = e.poll_event() {
-                evs.push(ev);
-            }
-            (evs, e.poll_timeout(), e.is_closed(), fault)
+            let dial = drain(&conn, &mut e);
+            (dial, e.poll_timeout(), e.is_closed(), fault)
         };
         if let Some(f) = fault {
             core.fault(&conn, &f);
@@ -387,10 +469,11 @@ fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHan
             if let Err(err) = write_chunks(&core, s, chunks) {
                 trace!(conn = conn.id(), error = %err, "write failed");
                 lost(&core, &conn, *gen, TransportError::Io);
+                // The engine reacted (redial, standby...): deliver and act on that too.
+                pump(&core, &conn, &threads);
             }
         }
-        let dial = events.iter().any(|e| matches!(e, Event::Dial));
-        deliver(&core, &conn, events, &threads);
+        deliver_pending(&core, &conn);
         if closed || conn.engine().is_closed() {
             io.close();
             core.forget(&conn);
@@ -448,6 +531,25 @@ fn lost(core: &Arc<Core>, conn: &Arc<ConnShared>, gen: u64, e: TransportError) {
     drop_socket(io_of(conn), conn);
 }
 
+/// Makes `sock` (of transport generation `gen`) the session's socket, unless a socket of a
+/// later generation is already installed: a dial that completes while the session adopts
+/// another socket (a replace) must not overwrite the adopted one. The socket that loses is
+/// shut down. Returns whether `sock` was installed.
+fn install_socket(io: &SimpleIo, sock: &Arc<TcpStream>, gen: u64) -> bool {
+    let mut st = io.lock();
+    if st.sock.as_ref().is_some_and(|(_, g)| *g > gen) {
+        drop(st);
+        let _ = sock.shutdown(Shutdown::Both);
+        return false;
+    }
+    if let Some((old, _)) = st.sock.replace((Arc::clone(sock), gen)) {
+        if !Arc::ptr_eq(&old, sock) {
+            let _ = old.shutdown(Shutdown::Both);
+        }
+    }
+    true
+}
+
 fn drop_socket(io: &SimpleIo, conn: &ConnShared) {
     let mut st = io.lock();
     if let Some((s, g)) = st.sock.take() {
@@ -482,16 +584,21 @@ fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<Joi
             let gen = {
                 let mut e = conn.engine();
                 if e.phase() != crate::proto::Phase::Connecting || e.is_open() {
-                    // Replaced or marked down while we dialed.
+                    // Replaced or marked down while we dialed. The writer spent its wakeup
+                    // on this dial: have it look at the engine again (an adopted socket
+                    // may have a reply to write).
+                    drop(e);
                     let _ = sock.shutdown(Shutdown::Both);
+                    pump(core, conn, threads);
                     return;
                 }
                 let g = conn.next_gen();
                 e.handle_connected(core.now());
                 g
             };
-            io_of(conn).lock().sock = Some((Arc::clone(&sock), gen));
-            start_reader(core, conn, sock, gen, threads);
+            if install_socket(io_of(conn), &sock, gen) {
+                start_reader(core, conn, sock, gen, threads);
+            }
         }
         Err(err) => {
             let kind = if err.kind() == io::ErrorKind::ConnectionRefused {
@@ -642,23 +749,21 @@ fn accept_step(
     threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) -> Option<(Arc<ConnShared>, u64)> {
     let now = core.now();
-    let (outcome, existing, others) = {
+    let (outcome, existing) = {
         let mut e = conn.engine();
-        let mut others = Vec::new();
-        let mut res = None;
-        while let Some(ev) = e.poll_event() {
-            if let Event::AcceptRequest = ev {
-                res = Some(core.resolve_accept(conn, &mut e, now));
-            } else {
-                others.push(ev);
-            }
+        if drain(conn, &mut e) {
+            // Not ours to act on: leave it for the pump that follows.
+            io_of(conn).outbox().dial_pending = true;
         }
-        match res {
-            Some((o, ex)) => (Some(o), ex, others),
-            None => (None, None, others),
+        let pending = std::mem::take(&mut io_of(conn).outbox().accept_pending);
+        if pending {
+            let (o, ex) = core.resolve_accept(conn, &mut e, now);
+            (Some(o), ex)
+        } else {
+            (None, None)
         }
     };
-    deliver(core, conn, others, threads);
+    deliver_pending(core, conn);
     match (outcome, existing) {
         (Some(AcceptOutcome::Adopted), Some(ex)) => {
             // The existing session takes this socket; this connection is gone.
@@ -666,11 +771,9 @@ fn accept_step(
             io_of(conn).close();
             core.forget(conn);
             let g = ex.gen();
-            {
-                let mut st = io_of(&ex).lock();
-                if let Some((old, _)) = st.sock.replace((Arc::clone(sock), g)) {
-                    let _ = old.shutdown(Shutdown::Both);
-                }
+            if !install_socket(io_of(&ex), sock, g) {
+                pump(core, &ex, threads);
+                return None;
             }
             start_writer(core, &ex, threads);
             pump(core, &ex, threads);

@@ -1,0 +1,674 @@
+//! `bench`: the messenger's transports measured beside the kernel-TCP floor (sockperf).
+//!
+//! This first version (issue 3) measures, on loopback and in one run:
+//! - `pingpong`: MPing-style round trips of a 64 B message between two messengers, the
+//!   reply sent from the server's fast-dispatch callback and the next ping from the
+//!   client's (no thread hop on either side); latency percentiles from an HDR histogram;
+//! - `stream`: pipelined 4 KiB messages from one messenger to another, a bounded window in
+//!   flight; MB/s and messages/s at the receiver;
+//! - `idle`: resident memory per idle connection (N sessions held open);
+//! - `sockperf`: `sockperf ping-pong --tcp` and `throughput --tcp` on loopback, the floor.
+//!
+//! `bench all` runs everything and prints one table. The full side-by-side benchmark with
+//! the DPDK path, plots and sweeps is issue 6's.
+#![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
+
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use msgr::entity::{EntityAddr, EntityName, EntityType};
+use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, Messenger, TransportKind};
+use msgr::msg::{Message, MessageHeader, MsgType};
+use msgr::proto::Policy;
+
+/// Prints a line to stdout; a closed pipe (`bench ... | head`) is not an error.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "msgr transports beside the kernel-TCP floor (loopback)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Round-trip latency of a small message.
+    Pingpong {
+        /// simple or posix.
+        #[arg(long, default_value = "posix")]
+        transport: TransportKind,
+        /// Payload bytes (data segment).
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds to measure (after a 0.5 s warm-up).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Pipelined one-way stream.
+    Stream {
+        /// simple or posix.
+        #[arg(long, default_value = "posix")]
+        transport: TransportKind,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 4096)]
+        size: usize,
+        /// Messages in flight (sent, not yet received) at most.
+        #[arg(long, default_value_t = 256)]
+        window: usize,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Memory per idle connection.
+    Idle {
+        /// simple or posix.
+        #[arg(long, default_value = "posix")]
+        transport: TransportKind,
+        /// Connections to hold open.
+        #[arg(long, default_value_t = 500)]
+        conns: usize,
+    },
+    /// sockperf ping-pong and throughput over loopback TCP.
+    Sockperf {
+        /// Message size for both runs.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Seconds per run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// (internal) Hold N client sessions open to ADDR; used by `idle`.
+    #[command(hide = true)]
+    IdleClients {
+        /// Server address.
+        addr: EntityAddr,
+        /// Sessions.
+        n: usize,
+        /// First client nonce (sessions are keyed by address, nonce included).
+        nonce: u32,
+    },
+    /// Everything, one table.
+    All {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Pingpong {
+            transport,
+            size,
+            seconds,
+        } => pingpong(transport, size, seconds).map(|r| out!("{r}")),
+        Cmd::Stream {
+            transport,
+            size,
+            window,
+            seconds,
+        } => stream(transport, size, window, seconds).map(|r| out!("{r}")),
+        Cmd::Idle { transport, conns } => idle(transport, conns).map(|r| out!("{r}")),
+        Cmd::Sockperf { size, seconds } => sockperf_pp(size, seconds).and_then(|pp| {
+            out!("{pp}");
+            sockperf_tp(4096, seconds).map(|tp| out!("{tp}"))
+        }),
+        Cmd::IdleClients { addr, n, nonce } => idle_clients(addr, n, nonce),
+        Cmd::All { seconds } => all(seconds),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn messenger(
+    kind: TransportKind,
+    ty: EntityType,
+    num: i64,
+    nonce: u32,
+    policy: Policy,
+) -> Messenger {
+    let m = Messenger::builder(EntityName::new(ty, num), nonce)
+        .transport(kind)
+        .workers(1)
+        .build();
+    m.set_default_policy(policy);
+    m
+}
+
+fn ping(tid: u64, data: &Bytes) -> Message {
+    let mut h = MessageHeader::new(MsgType::PING, 1, 1);
+    h.tid = tid;
+    Message::new(h, Bytes::new(), Bytes::new(), data.clone())
+}
+
+/// Replies to every MPing with the same message, from the network thread.
+struct Echo;
+
+impl Dispatcher for Echo {
+    fn ms_can_fast_dispatch_any(&self) -> bool {
+        true
+    }
+    fn ms_can_fast_dispatch(&self, m: &Message) -> bool {
+        m.ty() == MsgType::PING
+    }
+    fn ms_fast_dispatch(&self, m: Incoming) {
+        let _ = m.conn.send_message(m.msg.clone());
+    }
+}
+
+/// The client side of a ping-pong: records each round trip and sends the next ping.
+struct Pinger {
+    data: Bytes,
+    sent_at: Mutex<Instant>,
+    hist: Mutex<Histogram<u64>>,
+    recording: AtomicBool,
+    stop: AtomicBool,
+    count: AtomicU64,
+    done: (Mutex<bool>, Condvar),
+}
+
+impl Dispatcher for Pinger {
+    fn ms_can_fast_dispatch_any(&self) -> bool {
+        true
+    }
+    fn ms_can_fast_dispatch(&self, m: &Message) -> bool {
+        m.ty() == MsgType::PING
+    }
+    fn ms_fast_dispatch(&self, m: Incoming) {
+        let now = Instant::now();
+        let rtt = now.duration_since(*self.sent_at.lock().unwrap_or_else(|e| e.into_inner()));
+        if self.recording.load(Ordering::Relaxed) {
+            let _ = self
+                .hist
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(rtt.as_nanos() as u64);
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        if self.stop.load(Ordering::Relaxed) {
+            let (l, cv) = &self.done;
+            *l.lock().unwrap_or_else(|e| e.into_inner()) = true;
+            cv.notify_all();
+            return;
+        }
+        *self.sent_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        let _ = m.conn.send_message(ping(m.msg.header.tid + 1, &self.data));
+    }
+}
+
+struct Pair {
+    server: Messenger,
+    client: Messenger,
+    conn: ConnectionRef,
+}
+
+fn pair(
+    kind: TransportKind,
+    server_policy: Policy,
+    client_policy: Policy,
+    client_d: Arc<dyn Dispatcher>,
+    server_d: Arc<dyn Dispatcher>,
+) -> Result<Pair, String> {
+    let server = messenger(kind, EntityType::OSD, 0, 11, server_policy);
+    server.add_dispatcher_tail(server_d);
+    let addr = server
+        .bind("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?;
+    server.start().map_err(|e| e.to_string())?;
+    let client = messenger(kind, EntityType::CLIENT, 1, 12, client_policy);
+    client.add_dispatcher_tail(client_d);
+    client.start().map_err(|e| e.to_string())?;
+    let conn = client.connect_to(addr, EntityType::OSD);
+    Ok(Pair {
+        server,
+        client,
+        conn,
+    })
+}
+
+/// Latency summary in microseconds.
+struct Lat {
+    label: String,
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    count: u64,
+}
+
+impl std::fmt::Display for Lat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<28} RTT p50 {:>7.2} us  p99 {:>7.2} us  p99.9 {:>7.2} us  ({} round trips)",
+            self.label, self.p50, self.p99, self.p999, self.count
+        )
+    }
+}
+
+fn pingpong(kind: TransportKind, size: usize, seconds: f64) -> Result<Lat, String> {
+    let pinger = Arc::new(Pinger {
+        data: Bytes::from(vec![0x42; size]),
+        sent_at: Mutex::new(Instant::now()),
+        hist: Mutex::new(
+            Histogram::new_with_bounds(100, 10_000_000_000, 3).map_err(|e| e.to_string())?,
+        ),
+        recording: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        count: AtomicU64::new(0),
+        done: (Mutex::new(false), Condvar::new()),
+    });
+    let p = pair(
+        kind,
+        Policy::stateless_server(0),
+        Policy::lossy_client(0),
+        pinger.clone(),
+        Arc::new(Echo),
+    )?;
+    *pinger.sent_at.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+    p.conn
+        .send_message(ping(1, &pinger.data))
+        .map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_millis(500));
+    pinger.recording.store(true, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs_f64(seconds));
+    pinger.recording.store(false, Ordering::Relaxed);
+    pinger.stop.store(true, Ordering::Relaxed);
+    let (l, cv) = &pinger.done;
+    let _ = cv.wait_timeout_while(
+        l.lock().unwrap_or_else(|e| e.into_inner()),
+        Duration::from_secs(2),
+        |d| !*d,
+    );
+    let h = pinger
+        .hist
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    p.client.shutdown();
+    p.server.shutdown();
+    if h.is_empty() {
+        return Err(format!("{}: no round trip completed", kind.name()));
+    }
+    let us = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Lat {
+        label: format!("msgr {} {size} B", kind.name()),
+        p50: us(0.5),
+        p99: us(0.99),
+        p999: us(0.999),
+        count: h.len(),
+    })
+}
+
+/// Counts what arrives.
+#[derive(Default)]
+struct Sink {
+    msgs: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Dispatcher for Sink {
+    fn ms_can_fast_dispatch_any(&self) -> bool {
+        true
+    }
+    fn ms_can_fast_dispatch(&self, _m: &Message) -> bool {
+        true
+    }
+    fn ms_fast_dispatch(&self, m: Incoming) {
+        self.msgs.fetch_add(1, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(m.msg.payload_len() as u64, Ordering::Relaxed);
+    }
+}
+
+struct Rate {
+    label: String,
+    mb_s: f64,
+    msgs_s: f64,
+}
+
+impl std::fmt::Display for Rate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<28} {:>9.1} MB/s  {:>10.0} msg/s",
+            self.label, self.mb_s, self.msgs_s
+        )
+    }
+}
+
+fn stream(kind: TransportKind, size: usize, window: usize, seconds: f64) -> Result<Rate, String> {
+    let sink = Arc::new(Sink::default());
+    // Lossless, so the sender can bound what is in flight by its unacked backlog.
+    let p = pair(
+        kind,
+        Policy::stateful_server(0),
+        Policy::lossless_client(0),
+        Arc::new(Sink::default()),
+        sink.clone(),
+    )?;
+    let data = Bytes::from(vec![0x5a; size]);
+    let mut tid = 0u64;
+    let warm = Instant::now() + Duration::from_millis(500);
+    let mut start: Option<(Instant, u64, u64)> = None;
+    let end_at = warm + Duration::from_secs_f64(seconds);
+    loop {
+        let now = Instant::now();
+        if start.is_none() && now >= warm {
+            start = Some((
+                now,
+                sink.msgs.load(Ordering::Relaxed),
+                sink.bytes.load(Ordering::Relaxed),
+            ));
+        }
+        if now >= end_at {
+            break;
+        }
+        // Flow control by what the receiver has seen (both ends live in this process), so
+        // the sender never contends for the connection's lock just to look.
+        let in_flight = tid - sink.msgs.load(Ordering::Relaxed);
+        if in_flight as usize >= window {
+            std::thread::yield_now();
+            continue;
+        }
+        for _ in 0..(window - in_flight as usize).min(64) {
+            tid += 1;
+            if p.conn.send_message(ping(tid, &data)).is_err() {
+                tid -= 1;
+                std::thread::yield_now();
+                break;
+            }
+        }
+    }
+    let (t0, m0, b0) = start.ok_or("no measurement window")?;
+    let dt = t0.elapsed().as_secs_f64();
+    let msgs = sink.msgs.load(Ordering::Relaxed) - m0;
+    let bytes = sink.bytes.load(Ordering::Relaxed) - b0;
+    p.client.shutdown();
+    p.server.shutdown();
+    Ok(Rate {
+        label: format!("msgr {} {size} B stream", kind.name()),
+        mb_s: bytes as f64 / dt / 1e6,
+        msgs_s: msgs as f64 / dt,
+    })
+}
+
+fn rss_kib() -> Result<u64, String> {
+    let s = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| "no VmRSS in /proc/self/status".into())
+}
+
+struct Mem {
+    label: String,
+    per_conn_kib: f64,
+}
+
+impl std::fmt::Display for Mem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:<28} {:>7.1} KiB per idle session (server side, RSS growth / sessions)",
+            self.label, self.per_conn_kib
+        )
+    }
+}
+
+fn idle(kind: TransportKind, conns: usize) -> Result<Mem, String> {
+    // The server under test lives here; the clients live in a child process (plain
+    // blocking sessions), so what grows here is the server's per-session state only.
+    let server = messenger(
+        kind,
+        EntityType::OSD,
+        0,
+        21,
+        Policy::stateless_registered_server(0),
+    );
+    server.add_dispatcher_tail(Arc::new(Echo));
+    let addr = server
+        .bind("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?;
+    server.start().map_err(|e| e.to_string())?;
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    // One warm-up session first, so that lazily allocated shared structures are in place.
+    let warm = Proc(
+        Command::new(&exe)
+            .args(["idle-clients", &addr.to_string(), "1", "900000"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    wait_sessions(&server, 1)?;
+    let before = rss_kib()?;
+    let clients = Proc(
+        Command::new(&exe)
+            .args([
+                "idle-clients",
+                &addr.to_string(),
+                &conns.to_string(),
+                "5000",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?,
+    );
+    wait_sessions(&server, 1 + conns)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib()?;
+    drop(clients);
+    drop(warm);
+    server.shutdown();
+    Ok(Mem {
+        label: format!("msgr {} x{conns}", kind.name()),
+        per_conn_kib: after.saturating_sub(before) as f64 / conns as f64,
+    })
+}
+
+fn wait_sessions(m: &Messenger, n: usize) -> Result<(), String> {
+    let t = Instant::now();
+    while m.connections().iter().filter(|c| c.is_connected()).count() < n {
+        if t.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "only {} of {n} sessions opened",
+                m.connections().iter().filter(|c| c.is_connected()).count()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The child side of `idle`: hold `n` open client sessions until killed.
+fn idle_clients(addr: EntityAddr, n: usize, nonce: u32) -> Result<(), String> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let mut cfg = msgr::proto::Config::new(
+            EntityName::new(EntityType::CLIENT, i as i64),
+            EntityAddr {
+                nonce: nonce + i as u32,
+                ..EntityAddr::none()
+            },
+        );
+        cfg.policies.default = Policy::lossy_client(0);
+        let c = msgr::blocking::BlockingConn::connect(
+            cfg,
+            addr,
+            EntityType::OSD,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| e.to_string())?;
+        held.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(3600));
+    drop(held);
+    Ok(())
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(l.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+fn sockperf_server(port: u16) -> Result<Proc, String> {
+    let child = Command::new("sockperf")
+        .args([
+            "server",
+            "--tcp",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("sockperf not runnable ({e}); apt-get install sockperf"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(Proc(child))
+}
+
+fn sockperf_run(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("sockperf")
+        .args(args)
+        .output()
+        .map_err(|e| format!("sockperf: {e}"))?;
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(format!("sockperf {args:?} failed: {text}"));
+    }
+    Ok(text)
+}
+
+fn number_after(text: &str, key: &str) -> Option<f64> {
+    let i = text.find(key)? + key.len();
+    let rest = text[i..].trim_start_matches([' ', '=', ':']);
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
+    let port = free_port()?;
+    let _srv = sockperf_server(port)?;
+    let text = sockperf_run(&[
+        "ping-pong",
+        "--tcp",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &size.to_string(),
+        "-t",
+        &seconds.to_string(),
+    ])?;
+    // sockperf reports one-way latency (half the round trip).
+    let p = |k: &str| {
+        number_after(&text, k)
+            .map(|v| 2.0 * v)
+            .ok_or_else(|| format!("no '{k}' in sockperf output"))
+    };
+    Ok(Lat {
+        label: format!("sockperf tcp {size} B"),
+        p50: p("percentile 50.000")?,
+        p99: p("percentile 99.000")?,
+        p999: p("percentile 99.900")?,
+        count: number_after(&text, "Total").unwrap_or(0.0) as u64,
+    })
+}
+
+fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
+    let port = free_port()?;
+    let _srv = sockperf_server(port)?;
+    let text = sockperf_run(&[
+        "throughput",
+        "--tcp",
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-m",
+        &size.to_string(),
+        "-t",
+        &seconds.to_string(),
+    ])?;
+    let msgs =
+        number_after(&text, "Message Rate is").ok_or("no message rate in sockperf output")?;
+    Ok(Rate {
+        label: format!("sockperf tcp {size} B stream"),
+        mb_s: msgs * size as f64 / 1e6,
+        msgs_s: msgs,
+    })
+}
+
+fn all(seconds: f64) -> Result<(), String> {
+    let secs = seconds.ceil() as u64;
+    eprintln!("bench: sockperf ping-pong...");
+    let sp = sockperf_pp(64, secs)?;
+    eprintln!("bench: sockperf throughput...");
+    let st = sockperf_tp(4096, secs)?;
+    let mut lat = vec![sp];
+    let mut rates = vec![st];
+    let mut mem = Vec::new();
+    for kind in [TransportKind::Posix, TransportKind::Simple] {
+        eprintln!("bench: msgr {} ping-pong...", kind.name());
+        lat.push(pingpong(kind, 64, seconds)?);
+        eprintln!("bench: msgr {} stream...", kind.name());
+        rates.push(stream(kind, 4096, 256, seconds)?);
+        eprintln!("bench: msgr {} idle memory...", kind.name());
+        mem.push(idle(kind, 200)?);
+    }
+    out!(
+        "machine: {} cores (client and server share them)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    for l in &lat {
+        out!("{l}   ratio to sockperf p50 {:.2}x", l.p50 / lat[0].p50);
+    }
+    for r in &rates {
+        out!("{r}   {:.0}% of sockperf", 100.0 * r.mb_s / rates[0].mb_s);
+    }
+    for m in &mem {
+        out!("{m}");
+    }
+    Ok(())
+}

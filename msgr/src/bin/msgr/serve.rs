@@ -1,0 +1,241 @@
+//! `msgr serve`: the OSD-like daemon (a messenger, [`OsdDispatcher`] and an admin socket).
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use msgr::admin::{AdminServer, Handler};
+use msgr::entity::{EntityName, EntityType};
+use msgr::messenger::{Messenger, TransportKind};
+use msgr::osd::{ObjectStore, OsdDispatcher};
+use msgr::proto::Policy;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::client::random_nonce;
+use crate::ping::parse_positive_secs;
+use crate::{emit, parse_entity_name, parse_peer_addr, Failure, PeerAddr, Result};
+
+pub(crate) const LONG_ABOUT: &str = "\
+Run the OSD-like daemon: an in-memory object store served through fast dispatch.
+
+MOSDOp (write, writefull, read, stat, delete, create, append, truncate, zero) is answered
+with MOSDOpReply and MPing with MPing, on the network thread that read the request. Any
+other message is counted and logged. Policies are a Ceph OSD's public messenger's:
+clients stateless_registered_server, monitors and managers lossy_client. With a mon name
+(--name mon.0) the daemon instead takes the v1 handshake of a monitor (clients send the
+monitor protocol version) with a monitor's policies; it still only answers MOSDOp and
+MPing, so a real Ceph client can reach its dispatcher but gets no auth reply.
+
+On start the bound address is printed on stdout as one line, `listening on
+v1:IP:PORT/NONCE` (use --bind v1:127.0.0.1:0 for any free port), and logged on stderr.
+
+Stopping: the admin socket's `shutdown` command (`msgr admin PATH shutdown`) or --run-for
+stop the daemon cleanly (the socket file is removed). SIGINT and SIGTERM end the process
+at once with the signal's default action (msgr handles no signals); a socket file left
+behind that way is replaced at the next start.";
+
+#[derive(Args, Debug)]
+pub(crate) struct ServeArgs {
+    /// The address to listen on: v1:IP:PORT[/NONCE] (port 0: any free port)
+    #[arg(long, value_name = "ADDR", value_parser = parse_peer_addr)]
+    bind: PeerAddr,
+
+    /// Our entity name: osd.N, or mon.N to take monitor handshakes
+    #[arg(long, default_value = "osd.0", value_parser = parse_entity_name)]
+    name: EntityName,
+
+    /// Serve an admin socket (Ceph's protocol) at this path
+    #[arg(long, value_name = "PATH")]
+    admin_socket: Option<PathBuf>,
+
+    /// Worker threads of the posix transport [default: one per CPU]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+
+    /// Make every Nth socket read or write fail (ms_inject_socket_failures; 0: never)
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    inject_socket_failures: u64,
+
+    /// Our address nonce [default: the one in --bind, else 0 for a mon name and random
+    /// otherwise, as Ceph does]
+    #[arg(long)]
+    nonce: Option<u32>,
+
+    /// Stop cleanly after this many seconds (default: run until stopped)
+    #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
+    run_for: Option<f64>,
+}
+
+pub(crate) fn run(a: ServeArgs, transport: TransportKind) -> Result<()> {
+    let is_mon = a.name.ty == EntityType::MON;
+    if !is_mon && a.name.ty != EntityType::OSD {
+        return Err(Failure::usage(format!(
+            "--name {}: serve runs as osd.N or mon.N",
+            a.name
+        )));
+    }
+    if a.name.num < 0 {
+        return Err(Failure::usage(format!(
+            "--name {}: the number must not be negative",
+            a.name
+        )));
+    }
+    let nonce = a.nonce.unwrap_or(if a.bind.explicit_nonce {
+        a.bind.addr.nonce
+    } else if is_mon {
+        0
+    } else {
+        random_nonce()
+    });
+    let mut b = Messenger::builder(a.name, nonce)
+        .transport(transport)
+        .inject_socket_failures(a.inject_socket_failures);
+    if let Some(w) = a.workers {
+        b = b.workers(usize::from(w));
+    }
+    let msgr = Arc::new(b.build());
+    if is_mon {
+        // Ceph's monitor: clients, OSDs and MDSs stateless, other monitors lossless.
+        msgr.set_default_policy(Policy::stateless_server(0));
+        msgr.set_policy(EntityType::MON, Policy::lossless_peer_reuse(0));
+    } else {
+        // Ceph's OSD public messenger.
+        msgr.set_default_policy(Policy::stateless_registered_server(0));
+        msgr.set_policy(EntityType::MON, Policy::lossy_client(0));
+        msgr.set_policy(EntityType::MGR, Policy::lossy_client(0));
+    }
+    let osd = Arc::new(OsdDispatcher::new(Arc::new(ObjectStore::new())));
+    msgr.add_dispatcher_tail(Arc::clone(&osd) as _);
+    let want = a.bind.socket();
+    let addr = msgr
+        .bind(want)
+        .map_err(|e| format!("cannot bind {}: {e}", a.bind.addr))?;
+    msgr.start()
+        .map_err(|e| format!("cannot start the {} transport: {e}", transport.name()))?;
+    let started = Instant::now();
+
+    let (stop_tx, stop_rx) = mpsc::channel::<&'static str>();
+    let admin =
+        match &a.admin_socket {
+            Some(path) => {
+                let ctx = Ctx {
+                    msgr: Arc::clone(&msgr),
+                    osd: Arc::clone(&osd),
+                    started,
+                    stop: stop_tx.clone(),
+                };
+                let handler: Handler =
+                    Arc::new(move |prefix: &str, args: &Value| ctx.command(prefix, args));
+                Some(AdminServer::start(path, handler).map_err(|e| {
+                    format!("cannot serve the admin socket {}: {e}", path.display())
+                })?)
+            }
+            None => None,
+        };
+    emit(&format!("listening on {addr}"))?;
+    info!(
+        name = %a.name,
+        %addr,
+        transport = transport.name(),
+        admin_socket = ?a.admin_socket,
+        "msgr serve started"
+    );
+
+    let why = match a.run_for {
+        Some(s) => stop_rx
+            .recv_timeout(Duration::from_secs_f64(s))
+            .unwrap_or("--run-for elapsed"),
+        // `stop_tx` lives in this frame, so this waits for an admin `shutdown`.
+        None => stop_rx.recv().unwrap_or("stop channel closed"),
+    };
+    drop(stop_tx);
+    info!(reason = why, "shutting down");
+    drop(admin);
+    msgr.shutdown();
+    msgr.wait();
+    info!(
+        uptime_secs = started.elapsed().as_secs_f64(),
+        "msgr serve stopped"
+    );
+    Ok(())
+}
+
+/// What the admin socket's handler reads.
+struct Ctx {
+    msgr: Arc<Messenger>,
+    osd: Arc<OsdDispatcher>,
+    started: Instant,
+    stop: mpsc::Sender<&'static str>,
+}
+
+impl Ctx {
+    fn command(&self, prefix: &str, args: &Value) -> Result<Value, String> {
+        match prefix {
+            "perf dump" => self.perf_dump(args.get("logger").and_then(Value::as_str)),
+            "status" => Ok(self.status()),
+            "version" => Ok(json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "program": "msgr",
+                "wire": "msgr v1 (Ceph Pacific compatible)",
+            })),
+            "shutdown" => {
+                self.stop
+                    .send("admin socket shutdown")
+                    .map_err(|_| "already shutting down".to_owned())?;
+                Ok(json!({"shutdown": true}))
+            }
+            other => Err(format!("no handler for {other:?}")),
+        }
+    }
+
+    fn perf_dump(&self, section: Option<&str>) -> Result<Value, String> {
+        let mut all = self.msgr.perf_dump();
+        if let (Value::Object(a), Value::Object(b)) = (&mut all, self.osd.perf_dump()) {
+            a.extend(b);
+        }
+        match section {
+            None => Ok(all),
+            Some(s) => match all.get(s) {
+                Some(v) => Ok(json!({ s: v })),
+                None => {
+                    let names: Vec<&String> = all
+                        .as_object()
+                        .map(|m| m.keys().collect())
+                        .unwrap_or_default();
+                    Err(format!("no section {s:?} (sections: {names:?})"))
+                }
+            },
+        }
+    }
+
+    fn status(&self) -> Value {
+        let sessions: Vec<Value> = self
+            .msgr
+            .connections()
+            .iter()
+            .map(|c| {
+                json!({
+                    "id": c.id(),
+                    "peer_addr": c.peer_addr().map(|a| a.to_string()),
+                    "peer_type": c.peer_type().map(|t| t.to_string()),
+                    "phase": format!("{:?}", c.phase()),
+                    "lossy": c.is_lossy(),
+                    "features": format!("{:#x}", c.features()),
+                })
+            })
+            .collect();
+        json!({
+            "name": self.msgr.name().to_string(),
+            "addr": self.msgr.my_addr().to_string(),
+            "transport": self.msgr.transport().name(),
+            "pid": std::process::id(),
+            "uptime_secs": self.started.elapsed().as_secs_f64(),
+            "connections": sessions.len(),
+            "sessions": sessions,
+            "objects": self.osd.store().len(),
+        })
+    }
+}
