@@ -153,9 +153,16 @@ fn messenger(
     nonce: u32,
     policy: Policy,
 ) -> Messenger {
+    let mut options = msgr::proto::Options::default();
+    // BENCH_NO_CRC=1 measures the framing without Ceph's CRCs (ms_crc_data/header off).
+    if std::env::var("BENCH_NO_CRC").is_ok_and(|v| v == "1") {
+        options.crc_data = false;
+        options.crc_header = false;
+    }
     let m = Messenger::builder(EntityName::new(ty, num), nonce)
         .transport(kind)
         .workers(1)
+        .options(options)
         .build();
     m.set_default_policy(policy);
     m
@@ -325,11 +332,34 @@ fn pingpong(kind: TransportKind, size: usize, seconds: f64) -> Result<Lat, Strin
     })
 }
 
-/// Counts what arrives.
+/// Counts what arrives, and wakes a sender waiting for window space.
 #[derive(Default)]
 struct Sink {
     msgs: AtomicU64,
     bytes: AtomicU64,
+    waiting: AtomicBool,
+    /// The receive count at which a waiting sender wants to be woken.
+    wake_at: AtomicU64,
+    space: (Mutex<()>, Condvar),
+}
+
+impl Sink {
+    /// Blocks (without spinning: client and server workers need the cores) until fewer
+    /// than `window` of the `sent` messages are in flight.
+    fn wait_below(&self, sent: u64, window: u64) {
+        let (l, cv) = &self.space;
+        let mut g = l.lock().unwrap_or_else(|e| e.into_inner());
+        self.wake_at
+            .store(sent.saturating_sub(window) + 1, Ordering::SeqCst);
+        self.waiting.store(true, Ordering::SeqCst);
+        while sent - self.msgs.load(Ordering::SeqCst) >= window {
+            g = cv
+                .wait_timeout(g, Duration::from_millis(5))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        self.waiting.store(false, Ordering::SeqCst);
+    }
 }
 
 impl Dispatcher for Sink {
@@ -340,9 +370,13 @@ impl Dispatcher for Sink {
         true
     }
     fn ms_fast_dispatch(&self, m: Incoming) {
-        self.msgs.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(m.msg.payload_len() as u64, Ordering::Relaxed);
+        let n = self.msgs.fetch_add(1, Ordering::SeqCst) + 1;
+        if n >= self.wake_at.load(Ordering::SeqCst) && self.waiting.load(Ordering::SeqCst) {
+            let _g = self.space.0.lock().unwrap_or_else(|e| e.into_inner());
+            self.space.1.notify_one();
+        }
     }
 }
 
@@ -393,7 +427,8 @@ fn stream(kind: TransportKind, size: usize, window: usize, seconds: f64) -> Resu
         // the sender never contends for the connection's lock just to look.
         let in_flight = tid - sink.msgs.load(Ordering::Relaxed);
         if in_flight as usize >= window {
-            std::thread::yield_now();
+            // Refill at half a window, so the sender wakes once per batch, not per message.
+            sink.wait_below(tid, (window / 2).max(1) as u64);
             continue;
         }
         for _ in 0..(window - in_flight as usize).min(64) {

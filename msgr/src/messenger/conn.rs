@@ -28,6 +28,9 @@ pub(crate) struct ConnShared {
     /// takes over the session. A transport feeds the engine only from a socket whose
     /// generation is current, so a replaced socket's late bytes never reach the session.
     pub(crate) gen: AtomicU64,
+    /// Set once the session is over (forgotten by the core), so senders can refuse
+    /// without taking the engine lock.
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {
@@ -39,6 +42,7 @@ impl ConnShared {
             io,
             dials: AtomicU64::new(0),
             gen: AtomicU64::new(0),
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

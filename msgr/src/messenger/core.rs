@@ -120,6 +120,7 @@ impl Core {
 
     /// Removes a closed connection everywhere.
     pub(crate) fn forget(&self, conn: &Arc<ConnShared>) {
+        conn.closed.store(true, Ordering::Release);
         if self.conns().remove(&conn.id()).is_some() {
             self.perf.connections.fetch_sub(1, Ordering::Relaxed);
         }

@@ -41,12 +41,16 @@ const LISTEN: Token = Token(usize::MAX - 1);
 const QUEUE_DEPTH: usize = 4096;
 /// Reads per connection per turn before yielding to the others.
 const READ_BUDGET: usize = 16;
+/// Smallest read: many small messages come in with one syscall (a 4 KiB-message stream
+/// otherwise costs one `recv` per message).
+const READ_MIN: usize = 64 * 1024;
 /// Largest single read.
-const READ_CHUNK: usize = 64 * 1024;
+const READ_CHUNK: usize = 1024 * 1024;
 /// Chunks per `writev`.
 const IOV_MAX: usize = 64;
-/// A receive buffer larger than this is released when it empties (idle memory stays low).
-const RX_KEEP: usize = 64 * 1024;
+/// A receive buffer larger than this is released when it empties: an idle connection
+/// keeps no read buffer (what a burst needs is allocated again on its first read).
+const RX_KEEP: usize = 8 * 1024;
 
 /// Per-connection state of the posix transport.
 pub(crate) struct PosixIo {
@@ -84,6 +88,10 @@ struct WorkerShared {
     load: AtomicUsize,
     /// The worker has exited: nothing will serve its queue again.
     stopped: AtomicBool,
+    /// The worker is (about to be) blocked in `epoll_wait`: posting must wake it. While it
+    /// runs, it drains the queue before sleeping anyway, so posters skip the wake-up
+    /// syscall.
+    sleeping: AtomicBool,
 }
 
 impl WorkerShared {
@@ -99,7 +107,12 @@ impl WorkerShared {
     /// until its peer's handshake timed out.
     fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
         self.queue.push(cmd)?;
-        self.wake();
+        // Pairs with the worker's `sleeping` store + fence + queue check (Dekker): either
+        // it sees our command before sleeping, or we see it asleep and wake it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.wake();
+        }
         // SeqCst pairs with the worker's store-then-drain at exit: either it drains after
         // our push, or we see the flag and drain ourselves.
         if self.stopped.load(Ordering::SeqCst) {
@@ -147,6 +160,7 @@ impl Posix {
                     waker: OnceLock::new(),
                     load: AtomicUsize::new(0),
                     stopped: AtomicBool::new(false),
+                    sleeping: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -242,6 +256,8 @@ impl Transport for Posix {
                 peers: self.workers.clone(),
                 listener: l,
                 conns: HashMap::new(),
+                scratch: vec![0; READ_CHUNK],
+                touched: Vec::new(),
                 next_token: 0,
                 by_id: HashMap::new(),
                 timers: BTreeSet::new(),
@@ -285,7 +301,7 @@ impl Transport for Posix {
             DIRTY.with(|d| d.borrow_mut().push(Arc::clone(conn)));
             return r;
         }
-        if conn.engine().is_closed() {
+        if conn.closed.load(Ordering::Acquire) {
             return Err(SendError::Closed(Box::new(m)));
         }
         match self.post(
@@ -340,6 +356,10 @@ struct Entry {
     /// Input is held back by a throttle.
     blocked: bool,
     deadline: Option<Instant>,
+    /// Queued for a service pass after the current command drain.
+    touched: bool,
+    /// The peer closed its side (or the socket errored): read until EOF or EAGAIN.
+    read_to_end: bool,
 }
 
 struct Worker {
@@ -350,6 +370,10 @@ struct Worker {
     peers: Vec<Arc<WorkerShared>>,
     listener: Option<TcpListener>,
     conns: HashMap<usize, Entry>,
+    /// Where reads land before they are appended to a connection's buffer.
+    scratch: Vec<u8>,
+    /// Connections commands touched, serviced once after the drain.
+    touched: Vec<usize>,
     next_token: usize,
     by_id: HashMap<u64, usize>,
     timers: BTreeSet<(Instant, usize)>,
@@ -380,7 +404,17 @@ impl Worker {
             } else {
                 Some(Duration::ZERO)
             };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let mut timeout = timeout;
+            if timeout != Some(Duration::ZERO) {
+                self.me.sleeping.store(true, Ordering::SeqCst);
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if !self.me.queue.is_empty() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            self.me.sleeping.store(false, Ordering::SeqCst);
+            if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!(worker = self.idx, error = %e, "poll failed");
                 }
@@ -395,6 +429,13 @@ impl Worker {
                             self.writable(t);
                         }
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if ev.is_read_closed() || ev.is_error() {
+                                // The peer's FIN (or an error) is already here: read on to
+                                // the end of the stream, short reads or not.
+                                if let Some(e) = self.conns.get_mut(&t) {
+                                    e.read_to_end = true;
+                                }
+                            }
                             self.service(t, true);
                         }
                     }
@@ -462,15 +503,33 @@ impl Worker {
     }
 
     fn commands(&mut self) {
-        // Bounded: commands posted while we drain wait for the next turn.
+        // Bounded: commands posted while we drain wait for the next turn. Sends only queue
+        // on their engines here; each touched connection is then serviced once, so a burst
+        // of sends leaves in one `writev`, not one per message.
         for _ in 0..QUEUE_DEPTH {
             let Some(cmd) = self.me.queue.pop() else {
                 break;
             };
             self.handle(cmd);
         }
+        for t in std::mem::take(&mut self.touched) {
+            if let Some(e) = self.conns.get_mut(&t) {
+                e.touched = false;
+                self.service(t, false);
+            }
+        }
         if !self.me.queue.is_empty() {
             self.me.wake();
+        }
+    }
+
+    /// Marks a connection for one service pass at the end of the command drain.
+    fn touch(&mut self, t: usize) {
+        if let Some(e) = self.conns.get_mut(&t) {
+            if !e.touched {
+                e.touched = true;
+                self.touched.push(t);
+            }
         }
     }
 
@@ -492,18 +551,18 @@ impl Worker {
                     if r.is_err() {
                         trace!(conn = conn.id(), "send on a closed connection dropped");
                     }
-                    self.service(t, false);
+                    self.touch(t);
                 }
             }
             Cmd::Keepalive(conn) => {
                 if let Some(t) = self.route(&conn, || Cmd::Keepalive(Arc::clone(&conn))) {
                     conn.engine().send_keepalive();
-                    self.service(t, false);
+                    self.touch(t);
                 }
             }
             Cmd::Service(conn) => {
                 if let Some(t) = self.route(&conn, || Cmd::Service(Arc::clone(&conn))) {
-                    self.service(t, false);
+                    self.touch(t);
                 }
             }
             Cmd::Closed(conn) => {
@@ -540,6 +599,7 @@ impl Worker {
             e.tx.clear();
             e.connecting = false;
             e.blocked = false;
+            e.read_to_end = false;
             if let Some(s) = e.sock.as_mut() {
                 let _ = self.poll.registry().register(
                     s,
@@ -561,6 +621,8 @@ impl Worker {
             tx: VecDeque::new(),
             blocked: false,
             deadline: None,
+            touched: false,
+            read_to_end: false,
         };
         if let Some(s) = e.sock.as_mut() {
             if let Err(err) =
@@ -660,6 +722,7 @@ impl Worker {
                 e.sock = Some(s);
                 e.gen = e.conn.gen();
                 e.connecting = true;
+                e.read_to_end = false;
                 e.rx.clear();
                 e.tx.clear();
             }
@@ -684,6 +747,7 @@ impl Worker {
             e.tx.clear();
             e.blocked = false;
             e.connecting = false;
+            e.read_to_end = false;
         }
     }
 
@@ -788,27 +852,29 @@ impl Worker {
                     break;
                 }
                 reads += 1;
-                let want = engine.rx_hint().clamp(4096, READ_CHUNK);
-                e.rx.reserve(want);
-                let at = e.rx.len();
-                e.rx.resize(at + want, 0);
+                // Read into the worker's scratch buffer (zeroed once), then append what
+                // came: a copy of the bytes received instead of zeroing a whole read
+                // buffer per `recv` (safe Rust cannot read into uninitialized memory).
+                let want = engine
+                    .rx_hint()
+                    .clamp(READ_MIN, READ_CHUNK)
+                    .min(self.scratch.len());
                 let Some(sock) = e.sock.as_mut() else { break };
                 let r = if core.inject.fail_now() {
                     core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
                     Err(io::Error::other("injected socket failure"))
                 } else {
-                    sock.read(&mut e.rx[at..])
+                    sock.read(&mut self.scratch[..want])
                 };
                 match r {
                     Ok(0) => {
-                        e.rx.truncate(at);
                         engine.handle_transport_error(now, TransportError::Eof);
                         core.perf.fault(&Fault::Transport(TransportError::Eof));
                         pass.close_sock = true;
                         break;
                     }
                     Ok(n) => {
-                        e.rx.truncate(at + n);
+                        e.rx.extend_from_slice(&self.scratch[..n]);
                         core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         match feed(&mut engine, now, &mut e.rx) {
                             Ok(InputStatus::Blocked) => {
@@ -823,16 +889,19 @@ impl Worker {
                                 break;
                             }
                         }
+                        if n < want && !e.read_to_end {
+                            // A short read emptied the socket's receive queue: anything
+                            // arriving later (data, or the peer's FIN) raises a new edge,
+                            // so skip the EAGAIN read. If the FIN had already arrived when
+                            // the event was reported, `read_to_end` makes us read on.
+                            break;
+                        }
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                        e.rx.truncate(at);
                         break;
                     }
-                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {
-                        e.rx.truncate(at);
-                    }
+                    Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                     Err(err) => {
-                        e.rx.truncate(at);
                         trace!(conn = conn.id(), error = %err, "read failed");
                         engine.handle_transport_error(now, TransportError::Io);
                         core.perf.fault(&Fault::Transport(TransportError::Io));

@@ -624,6 +624,7 @@ fn reader(
 ) {
     let _ = sock.set_read_timeout(Some(READ_TICK));
     let mut rx = BytesMut::new();
+    let mut scratch = vec![0u8; READ_CHUNK];
     let mut blocked = false;
     loop {
         if conn.gen() != gen || core.stopping.load(Ordering::Acquire) {
@@ -641,25 +642,28 @@ fn reader(
             }
             status = feed(&mut e, now, &mut rx);
         } else {
-            let want = conn.engine().rx_hint().clamp(4096, READ_CHUNK);
-            rx.reserve(want);
-            let at = rx.len();
-            rx.resize(at + want, 0);
+            // Read into this thread's scratch buffer (zeroed once; its pages are only
+            // touched as data lands), then append what came, instead of zeroing a whole
+            // read buffer per `recv`.
+            let want = conn
+                .engine()
+                .rx_hint()
+                .clamp(scratch.len(), READ_CHUNK)
+                .min(scratch.len());
             let r = if core.inject.fail_now() {
                 core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
                 Err(io::Error::other("injected socket failure"))
             } else {
-                (&*sock).read(&mut rx[at..])
+                (&*sock).read(&mut scratch[..want])
             };
             match r {
                 Ok(0) => {
-                    rx.truncate(at);
                     lost(&core, &conn, gen, TransportError::Eof);
                     pump(&core, &conn, &threads);
                     break;
                 }
                 Ok(n) => {
-                    rx.truncate(at + n);
+                    rx.extend_from_slice(&scratch[..n]);
                     core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                     let mut e = conn.engine();
                     if conn.gen() != gen {
@@ -675,11 +679,9 @@ fn reader(
                             | io::ErrorKind::Interrupted
                     ) =>
                 {
-                    rx.truncate(at);
                     continue;
                 }
                 Err(err) => {
-                    rx.truncate(at);
                     trace!(conn = conn.id(), error = %err, "read failed");
                     lost(&core, &conn, gen, TransportError::Io);
                     pump(&core, &conn, &threads);

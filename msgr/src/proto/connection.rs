@@ -257,6 +257,8 @@ pub struct Connection {
     rx_need: usize,
     last_keepalive: Option<Instant>,
     last_keepalive_ack: Option<Instant>,
+    /// Last input or output on the open session (for the idle timer).
+    last_active: Instant,
     stats: ConnStats,
 }
 
@@ -292,6 +294,7 @@ impl Connection {
             rx_need: 0,
             last_keepalive: None,
             last_keepalive_ack: None,
+            last_active: Instant::ZERO,
             stats: ConnStats::default(),
         }
     }
@@ -541,6 +544,11 @@ impl Connection {
                     return Err(f);
                 }
                 Timer::Idle if self.is_open() => {
+                    let idle_until = self.last_active + self.cfg.options.idle_timeout;
+                    if idle_until > now {
+                        self.timers.set(Timer::Idle, idle_until);
+                        continue;
+                    }
                     let f = Fault::TimedOut(Timeout::Idle);
                     self.fault(now, f);
                     return Err(f);
@@ -1253,9 +1261,15 @@ impl Connection {
         self.frame.footer = FooterKind::for_features(f);
     }
 
+    /// Notes activity. The idle timer is not moved on every byte (that would reschedule
+    /// the driver's timer on every message); it fires at the old deadline and re-arms
+    /// itself from the last activity if the session was not really idle (Ceph's tick).
     fn touch(&mut self, now: Instant) {
-        self.timers
-            .set(Timer::Idle, now + self.cfg.options.idle_timeout);
+        self.last_active = now;
+        if self.timers.get(Timer::Idle).is_none() {
+            self.timers
+                .set(Timer::Idle, now + self.cfg.options.idle_timeout);
+        }
     }
 
     fn ready(&mut self, now: Instant) {
