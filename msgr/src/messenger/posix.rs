@@ -48,9 +48,11 @@ const READ_MIN: usize = 64 * 1024;
 const READ_CHUNK: usize = 1024 * 1024;
 /// Chunks per `writev`.
 const IOV_MAX: usize = 64;
-/// A receive buffer larger than this is released when it empties: an idle connection
-/// keeps no read buffer (what a burst needs is allocated again on its first read).
+/// An empty receive buffer larger than this is released once its connection has been
+/// quiet for [`RX_IDLE`]: busy connections keep (and reuse) theirs, idle ones hold none.
 const RX_KEEP: usize = 8 * 1024;
+/// How long a connection must go without reads before its buffer is released.
+const RX_IDLE: Duration = Duration::from_secs(1);
 
 /// Per-connection state of the posix transport.
 pub(crate) struct PosixIo {
@@ -257,6 +259,9 @@ impl Transport for Posix {
                 listener: l,
                 conns: HashMap::new(),
                 scratch: vec![0; READ_CHUNK],
+                next_sweep: Instant::ZERO,
+                spare_events: Vec::new(),
+                now: Instant::ZERO,
                 touched: Vec::new(),
                 next_token: 0,
                 by_id: HashMap::new(),
@@ -266,7 +271,7 @@ impl Transport for Posix {
             };
             threads.push(
                 std::thread::Builder::new()
-                    .name(format!("msgr-worker-{i}"))
+                    .name(format!("ms-{}-w{i}", core.config().name))
                     .spawn(move || w.run())?,
             );
         }
@@ -360,6 +365,8 @@ struct Entry {
     touched: bool,
     /// The peer closed its side (or the socket errored): read until EOF or EAGAIN.
     read_to_end: bool,
+    /// When the socket was last read (for releasing idle receive buffers).
+    last_read: Instant,
 }
 
 struct Worker {
@@ -372,6 +379,12 @@ struct Worker {
     conns: HashMap<usize, Entry>,
     /// Where reads land before they are appended to a connection's buffer.
     scratch: Vec<u8>,
+    /// Next release of idle receive buffers.
+    next_sweep: Instant,
+    /// A cleared event vector, reused by the next pass.
+    spare_events: Vec<Event>,
+    /// The clock, read once per loop turn (STYLE.md R2).
+    now: Instant,
     /// Connections commands touched, serviced once after the drain.
     touched: Vec<usize>,
     next_token: usize,
@@ -398,9 +411,13 @@ impl Worker {
         debug!(worker = self.idx, "worker started");
         while !self.stop {
             let timeout = if self.pending_read.is_empty() {
-                self.timers
+                // Wake at the next engine timer, and at least once per RX_IDLE so that the
+                // sweep of idle receive buffers runs.
+                let t = self
+                    .timers
                     .first()
-                    .map(|(t, _)| self.core.until(*t) + Duration::from_micros(1))
+                    .map(|(t, _)| self.core.until(*t) + Duration::from_micros(1));
+                Some(t.map_or(RX_IDLE, |t| t.min(RX_IDLE)))
             } else {
                 Some(Duration::ZERO)
             };
@@ -414,6 +431,7 @@ impl Worker {
             }
             let polled = self.poll.poll(&mut events, timeout);
             self.me.sleeping.store(false, Ordering::SeqCst);
+            self.now = self.core.now();
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
                     warn!(worker = self.idx, error = %e, "poll failed");
@@ -446,6 +464,7 @@ impl Worker {
             }
             self.commands();
             self.fire_timers();
+            self.sweep_buffers();
         }
         self.close_all();
         debug!(worker = self.idx, "worker stopped");
@@ -546,7 +565,7 @@ impl Worker {
                     conn: Arc::clone(&conn),
                     msg: msg.clone(),
                 }) {
-                    let now = self.core.now();
+                    let now = self.now;
                     let r = conn.engine().send_message(now, *msg);
                     if r.is_err() {
                         trace!(conn = conn.id(), "send on a closed connection dropped");
@@ -623,6 +642,7 @@ impl Worker {
             deadline: None,
             touched: false,
             read_to_end: false,
+            last_read: self.now,
         };
         if let Some(s) = e.sock.as_mut() {
             if let Err(err) =
@@ -650,7 +670,7 @@ impl Worker {
     }
 
     fn finish_connect(&mut self, t: usize) {
-        let now = self.core.now();
+        let now = self.now;
         let Some(e) = self.conns.get_mut(&t) else {
             return;
         };
@@ -700,7 +720,7 @@ impl Worker {
         };
         self.core.deliver(&e.conn, Event::Dial);
         let target = e.conn.engine().peer_addr().and_then(|a| a.addr);
-        let now = self.core.now();
+        let now = self.now;
         let Some(addr) = target else {
             e.conn
                 .engine()
@@ -763,8 +783,25 @@ impl Worker {
         }
     }
 
+    /// Once a second, releases the empty receive buffers of connections that went quiet.
+    fn sweep_buffers(&mut self) {
+        let now = self.now;
+        if now < self.next_sweep {
+            return;
+        }
+        self.next_sweep = now + RX_IDLE;
+        for e in self.conns.values_mut() {
+            if e.rx.is_empty()
+                && e.rx.capacity() > RX_KEEP
+                && now.saturating_duration_since(e.last_read) >= RX_IDLE
+            {
+                e.rx = BytesMut::new();
+            }
+        }
+    }
+
     fn fire_timers(&mut self) {
-        let now = self.core.now();
+        let now = self.now;
         let due: Vec<(Instant, usize)> = self
             .timers
             .iter()
@@ -807,13 +844,13 @@ impl Worker {
 
     /// One locked step over a connection's engine.
     fn pass(&mut self, t: usize, read: bool) -> Option<Pass> {
-        let now = self.core.now();
+        let now = self.now;
         let core = Arc::clone(&self.core);
         let e = self.conns.get_mut(&t)?;
         let conn = Arc::clone(&e.conn);
         let mut engine = conn.engine();
         let mut pass = Pass {
-            events: Vec::new(),
+            events: std::mem::take(&mut self.spare_events),
             close_sock: false,
             accept: None,
         };
@@ -934,8 +971,8 @@ impl Worker {
                 }
             }
         }
-        if e.rx.is_empty() && e.rx.capacity() > RX_KEEP {
-            e.rx = BytesMut::new();
+        if read {
+            e.last_read = now;
         }
         // Timer.
         let deadline = engine.poll_timeout();
@@ -975,7 +1012,8 @@ impl Worker {
                 return false;
             }
         }
-        for ev in pass.events {
+        let mut events = pass.events;
+        for ev in events.drain(..) {
             match ev {
                 Event::Dial => {
                     self.dial(t);
@@ -984,6 +1022,8 @@ impl Worker {
                 ev => self.core.deliver(&conn, ev),
             }
         }
+        // The (empty) vector serves the next pass: no allocation per message.
+        self.spare_events = events;
         if conn.engine().is_closed() {
             self.drop_entry(t);
             return false;

@@ -102,22 +102,23 @@ impl RecvThrottles {
             (&self.bytes, payload),
             (&self.dispatch, payload),
         ];
-        for (t, n) in wants {
+        for (slot, (t, n)) in guard.held.iter_mut().zip(wants) {
             if let Some(t) = t {
                 if !t.try_take(n) {
                     return None; // `guard` drops and returns what was taken so far
                 }
-                guard.held.push((Arc::clone(t), n));
+                *slot = Some((Arc::clone(t), n));
             }
         }
         Some(guard)
     }
 }
 
-/// What a received message holds of the throttles; released on drop.
+/// What a received message holds of the throttles; released on drop. (A fixed array, not
+/// a Vec: one of these rides with every received message.)
 #[derive(Debug, Default)]
 pub struct ThrottleGuard {
-    held: Vec<(Arc<Throttle>, u64)>,
+    held: [Option<(Arc<Throttle>, u64)>; 3],
 }
 
 impl ThrottleGuard {
@@ -127,7 +128,7 @@ impl ThrottleGuard {
 
 impl Drop for ThrottleGuard {
     fn drop(&mut self) {
-        for (t, n) in self.held.drain(..) {
+        for (t, n) in self.held.iter_mut().filter_map(Option::take) {
             t.put(n);
         }
     }
