@@ -658,8 +658,12 @@ impl Dispatcher for OsdDispatcher {
     fn ms_fast_dispatch(&self, m: Incoming) {
         // The rest of `m` (its throttle share) is dropped when this returns, after the
         // reply is queued.
-        let Incoming { msg, conn, .. } = m;
-        let features = conn.features();
+        let Incoming {
+            msg,
+            conn,
+            features,
+            ..
+        } = m;
         if let Some(reply) = self.handle(msg, features) {
             if let Err(e) = conn.send_message(reply) {
                 inc(&self.counters.reply_errors, 1);

@@ -222,6 +222,7 @@ impl Core {
                 let m = Incoming {
                     msg: r.msg,
                     conn: con(),
+                    features: r.features,
                     _throttle: r.throttle,
                 };
                 match self.dispatchers.try_fast(m) {
@@ -269,6 +270,9 @@ impl Core {
                 if conn.dials.fetch_add(1, Ordering::Relaxed) > 0 {
                     self.perf.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
+            }
+            Event::Rejected(_) => {
+                self.perf.handshakes_refused.fetch_add(1, Ordering::Relaxed);
             }
             Event::KeepaliveAck { .. } | Event::AcceptRequest => {}
         }

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::conn::ConnectionRef;
 use crate::msg::{priority, Message};
@@ -35,6 +35,8 @@ pub struct Incoming {
     pub msg: Message,
     /// The connection it arrived on (reply with `conn.send_message`).
     pub conn: ConnectionRef,
+    /// The session's negotiated features when it arrived (encode replies with these).
+    pub features: u64,
     pub(crate) _throttle: Option<ThrottleGuard>,
 }
 
@@ -97,6 +99,8 @@ pub(crate) enum ConnEvent {
 pub(crate) struct Dispatchers {
     all: RwLock<Vec<Arc<dyn Dispatcher>>>,
     fast: RwLock<Vec<Arc<dyn Dispatcher>>>,
+    /// Queued messages no dispatcher took.
+    pub(crate) unhandled: AtomicU64,
 }
 
 impl Dispatchers {
@@ -155,7 +159,10 @@ impl Dispatchers {
         match item {
             Item::Msg(m) => {
                 if !ds.iter().any(|d| d.ms_dispatch(&m)) {
-                    warn!(ty = m.msg.ty().0, peer = ?m.conn.peer_addr(), "unhandled message");
+                    // A peer can send any type: log quietly and count (perf dump), so an
+                    // unwanted message cannot flood the log.
+                    debug!(ty = m.msg.ty().0, peer = ?m.conn.peer_addr(), "unhandled message");
+                    self.unhandled.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Item::Event(con, ev) => match ev {
@@ -173,6 +180,9 @@ impl Dispatchers {
     }
 }
 
+// Messages are the common item; boxing them to shrink the rare event variant would cost an
+// allocation per queued message.
+#[allow(clippy::large_enum_variant)]
 enum Item {
     Msg(Incoming),
     Event(ConnectionRef, ConnEvent),

@@ -30,6 +30,9 @@ pub(crate) const FAULT_LABELS: [&str; 15] = [
     "peer_closed",
 ];
 
+/// Fault causes that are a peer leaving, not a problem.
+const DISCONNECTS: [&str; 2] = ["eof", "peer_closed"];
+
 const TYPE_SLOTS: usize = 256;
 
 fn type_slot(t: MsgType) -> usize {
@@ -57,6 +60,7 @@ pub(crate) struct Perf {
     pub(crate) queued: AtomicU64,
     pub(crate) injected_failures: AtomicU64,
     pub(crate) send_queue_full: AtomicU64,
+    pub(crate) handshakes_refused: AtomicU64,
     faults: [AtomicU64; FAULT_LABELS.len()],
     in_by_type: [AtomicU64; TYPE_SLOTS + 1],
     out_by_type: [AtomicU64; TYPE_SLOTS + 1],
@@ -84,6 +88,7 @@ impl Default for Perf {
             queued: AtomicU64::new(0),
             injected_failures: AtomicU64::new(0),
             send_queue_full: AtomicU64::new(0),
+            handshakes_refused: AtomicU64::new(0),
             faults: std::array::from_fn(|_| AtomicU64::new(0)),
             in_by_type: std::array::from_fn(|_| AtomicU64::new(0)),
             out_by_type: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -113,8 +118,24 @@ impl Perf {
         inc(&self.out_by_type[type_slot(t)]);
     }
 
+    /// Faults other than a peer going away (`eof`, `peer_closed`): a health signal that
+    /// ordinary client disconnects do not move.
     pub(crate) fn faults_total(&self) -> u64 {
-        self.faults.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+        FAULT_LABELS
+            .iter()
+            .zip(&self.faults)
+            .filter(|(l, _)| !DISCONNECTS.contains(l))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn disconnects(&self) -> u64 {
+        FAULT_LABELS
+            .iter()
+            .zip(&self.faults)
+            .filter(|(l, _)| DISCONNECTS.contains(l))
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn by_type(table: &[AtomicU64; TYPE_SLOTS + 1]) -> Value {
@@ -162,6 +183,8 @@ impl Perf {
             "send_queue_full": g(&self.send_queue_full),
             "faults": faults,
             "faults_total": self.faults_total(),
+            "disconnects": self.disconnects(),
+            "handshakes_refused": g(&self.handshakes_refused),
             "msgs_in_by_type": Self::by_type(&self.in_by_type),
             "msgs_out_by_type": Self::by_type(&self.out_by_type),
         });

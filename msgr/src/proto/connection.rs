@@ -133,6 +133,8 @@ pub struct Received {
     pub msg: Message,
     /// Released when dropped (after dispatch).
     pub throttle: Option<ThrottleGuard>,
+    /// The session's negotiated features (to encode a reply without asking again).
+    pub features: u64,
 }
 
 /// What a connection tells its driver and dispatchers.
@@ -165,6 +167,9 @@ pub enum Event {
     },
     /// We learned our IP from what the server sees (`ms_learn_addr_from_peer`).
     AddrLearned(EntityAddr),
+    /// Server: we refused a connect (BADPROTOVER, FEATURES or BADAUTHORIZER); the peer may
+    /// retry on the same socket.
+    Rejected(Tag),
 }
 
 /// What [`Connection::handle_input`] did with the receive buffer.
@@ -1107,6 +1112,10 @@ impl Connection {
             flags: 0,
         };
         debug!(?tag, global_seq, connect_seq, "server: reply");
+        if matches!(tag, Tag::BadProtoVer | Tag::Features | Tag::BadAuthorizer) {
+            info!(peer = %self.peer_label(), ?tag, "refused a connect");
+            self.events.push_back(Event::Rejected(tag));
+        }
         self.tx.push_back(Bytes::copy_from_slice(&r.emit()));
         self.state = State::ServerConnect;
         self.rx_need = ConnectRepr::LEN;
@@ -1250,8 +1259,11 @@ impl Connection {
         }
         self.stats.msgs_in += 1;
         self.stats.bytes_in += msg.payload_len() as u64;
-        self.events
-            .push_back(Event::Message(Received { msg, throttle }));
+        self.events.push_back(Event::Message(Received {
+            msg,
+            throttle,
+            features: self.features,
+        }));
     }
 
     // ---- internals: state changes ----
