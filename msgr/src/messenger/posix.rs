@@ -60,6 +60,10 @@ pub(crate) struct PosixIo {
     owner: AtomicUsize,
 }
 
+// `Send` (a whole Message) is the big and the common variant. Boxing it would shrink the
+// queue's slots (4096 per worker) but cost an allocation in the sending thread and a free
+// in the worker — a cross-thread free, the slow path of glibc's allocator.
+#[allow(clippy::large_enum_variant)]
 enum Cmd {
     /// Take charge of a connection, with the socket it now uses (if any).
     Adopt {
@@ -71,7 +75,7 @@ enum Cmd {
     /// Queue a message.
     Send {
         conn: Arc<ConnShared>,
-        msg: Box<Message>,
+        msg: Message,
     },
     /// Send a keepalive.
     Keepalive(Arc<ConnShared>),
@@ -107,6 +111,7 @@ impl WorkerShared {
     /// shutdown in progress), the command is discarded at once instead of sitting in a
     /// queue nobody serves — an accepted socket would otherwise stay open, unanswered,
     /// until its peer's handshake timed out.
+    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
     fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
         self.queue.push(cmd)?;
         // Pairs with the worker's `sleeping` store + fence + queue check (Dekker): either
@@ -187,6 +192,7 @@ impl Posix {
     }
 
     /// Queues a command for worker `w`, pushing back (briefly) when its queue is full.
+    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
     fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
         let ws = &self.workers[w];
         for attempt in 0..2000 {
@@ -314,11 +320,11 @@ impl Transport for Posix {
             Self::owner(conn),
             Cmd::Send {
                 conn: Arc::clone(conn),
-                msg: Box::new(m),
+                msg: m,
             },
         ) {
             Ok(()) => Ok(()),
-            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(msg)),
+            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(Box::new(msg))),
             Err(_) => Ok(()),
         }
     }
@@ -566,7 +572,7 @@ impl Worker {
                     msg: msg.clone(),
                 }) {
                     let now = self.now;
-                    let r = conn.engine().send_message(now, *msg);
+                    let r = conn.engine().send_message(now, msg);
                     if r.is_err() {
                         trace!(conn = conn.id(), "send on a closed connection dropped");
                     }

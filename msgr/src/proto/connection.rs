@@ -29,7 +29,7 @@ use crate::features;
 use crate::msg::Message;
 use crate::time::Instant;
 use crate::wire::banner::{self, ServerHello, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
-use crate::wire::frame::{self, FrameConfig, Peek, Timespec};
+use crate::wire::frame::{self, FrameConfig, Peek, Timespec, TxQueue};
 use crate::wire::{Connect, ConnectReply, ConnectReplyRepr, ConnectRepr, FooterKind, Tag};
 
 /// Auth method ids in `ceph_msg_connect.authorizer_protocol`.
@@ -37,6 +37,8 @@ const AUTH_UNKNOWN: u32 = 0;
 const AUTH_NONE: u32 = 1;
 /// Retry delay after a throttle refused a message (Ceph's 1 ms timer).
 const THROTTLE_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+/// Small bytes batched into one transmit chunk before it is cut.
+const TX_BATCH: usize = 64 * 1024;
 /// Sequence numbers restart below this after a reset with MSG_AUTH (Ceph's `SEQ_MASK`).
 const SEQ_MASK: u64 = 0x7fff_ffff;
 
@@ -252,7 +254,7 @@ pub struct Connection {
     replacing: bool,
     /// The peer restarted its session: open without the SEQ exchange.
     is_reset_from_peer: bool,
-    tx: VecDeque<Bytes>,
+    tx: TxQueue,
     events: VecDeque<Event>,
     timers: TimerTable,
     rng: Rng,
@@ -291,7 +293,7 @@ impl Connection {
             waiting: false,
             replacing: false,
             is_reset_from_peer: false,
-            tx: VecDeque::new(),
+            tx: TxQueue::default(),
             events: VecDeque::new(),
             timers: TimerTable::default(),
             rng: Rng::new(seed),
@@ -332,7 +334,7 @@ impl Connection {
             server_addr: c.my_addr,
             client_addr: EntityAddr::v1(socket_peer, 0),
         };
-        c.tx.push_back(Bytes::copy_from_slice(&hello.emit()));
+        c.tx.put_small(&hello.emit());
         c.rx_need = CLIENT_HELLO_LEN;
         c.timers
             .set(Timer::Ready, now + c.cfg.options.ready_timeout);
@@ -472,7 +474,7 @@ impl Connection {
             return;
         }
         self.tx.clear();
-        self.tx.push_back(Bytes::from_static(banner::BANNER));
+        self.tx.put_small(banner::BANNER);
         self.state = State::ClientHello;
         self.rx_need = SERVER_HELLO_LEN;
         if self.timers.get(Timer::Ready).is_none() {
@@ -678,43 +680,49 @@ impl Connection {
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Bytes> {
         loop {
-            if let Some(b) = self.tx.pop_front() {
+            if let Some(b) = self.tx.pop_chunk() {
                 if self.is_open() {
                     self.touch(now);
                 }
                 return Some(b);
             }
-            if !self.is_open() {
+            // Produce more, batching the small parts of several frames into one chunk.
+            if self.is_open() && self.tx.small_len() < TX_BATCH {
+                if self.session.keepalive_pending {
+                    self.session.keepalive_pending = false;
+                    if features::has(self.features, features::MSGR_KEEPALIVE2) {
+                        self.tx.put_small(&frame::encode_keepalive2(
+                            Timespec::from_instant(now),
+                            false,
+                        ));
+                    } else {
+                        self.tx.put_small(&[u8::from(Tag::Keepalive)]);
+                    }
+                    continue;
+                }
+                if let Some(mut m) = self.session.next_outgoing() {
+                    self.session.out_seq = self.session.out_seq.wrapping_add(1);
+                    m.header.seq = self.session.out_seq;
+                    m.header.src = self.cfg.name;
+                    frame::encode_msg(&m, &self.frame, &mut self.tx);
+                    self.stats.msgs_out += 1;
+                    self.stats.bytes_out += m.payload_len() as u64;
+                    if !self.policy.lossy {
+                        self.session.record_sent(m);
+                    }
+                    continue;
+                }
+                if self.session.ack_pending {
+                    self.session.ack_pending = false;
+                    self.tx.put_small(&frame::encode_ack(self.session.in_seq));
+                    continue;
+                }
+            }
+            // Nothing more to produce (or the batch is full): send what is pending.
+            if self.tx.small_len() == 0 {
                 return None;
             }
-            if self.session.keepalive_pending {
-                self.session.keepalive_pending = false;
-                let b = if features::has(self.features, features::MSGR_KEEPALIVE2) {
-                    frame::encode_keepalive2(Timespec::from_instant(now), false)
-                } else {
-                    frame::encode_bare(Tag::Keepalive)
-                };
-                self.tx.push_back(b);
-                continue;
-            }
-            if let Some(mut m) = self.session.next_outgoing() {
-                self.session.out_seq = self.session.out_seq.wrapping_add(1);
-                m.header.seq = self.session.out_seq;
-                m.header.src = self.cfg.name;
-                frame::encode_msg(&m, &self.frame, &mut self.tx);
-                self.stats.msgs_out += 1;
-                self.stats.bytes_out += m.payload_len() as u64;
-                if !self.policy.lossy {
-                    self.session.record_sent(m);
-                }
-                continue;
-            }
-            if self.session.ack_pending {
-                self.session.ack_pending = false;
-                self.tx.push_back(frame::encode_ack(self.session.in_seq));
-                continue;
-            }
-            return None;
+            self.tx.cut();
         }
     }
 
@@ -746,8 +754,7 @@ impl Connection {
                 };
                 let dropped = self.session.discard_requeued_up_to(acked);
                 debug!(acked, dropped, "client: peer in_seq");
-                self.tx
-                    .push_back(Bytes::copy_from_slice(&self.session.in_seq.to_le_bytes()));
+                self.tx.put_small(&self.session.in_seq.to_le_bytes());
                 self.client_ready(now, &reply)?;
                 Ok(Step::Progress)
             }
@@ -832,8 +839,7 @@ impl Connection {
                 self.events.push_back(Event::AddrLearned(self.my_addr));
             }
         }
-        self.tx
-            .push_back(Bytes::copy_from_slice(&self.my_addr.to_legacy()));
+        self.tx.put_small(&self.my_addr.to_legacy());
         self.send_connect();
         let _ = now;
         Ok(Step::Progress)
@@ -862,9 +868,9 @@ impl Connection {
             proto = c.protocol_version,
             "client: send connect"
         );
-        self.tx.push_back(Bytes::copy_from_slice(&c.emit()));
+        self.tx.put_small(&c.emit());
         if !authorizer.is_empty() {
-            self.tx.push_back(authorizer);
+            self.tx.put_small(&authorizer);
         }
         self.state = State::ClientReply { sent: c };
         self.rx_need = ConnectReplyRepr::LEN;
@@ -1116,7 +1122,7 @@ impl Connection {
             info!(peer = %self.peer_label(), ?tag, "refused a connect");
             self.events.push_back(Event::Rejected(tag));
         }
-        self.tx.push_back(Bytes::copy_from_slice(&r.emit()));
+        self.tx.put_small(&r.emit());
         self.state = State::ServerConnect;
         self.rx_need = ConnectRepr::LEN;
         AcceptOutcome::Replied(tag)
@@ -1148,10 +1154,9 @@ impl Connection {
             },
         };
         self.set_features(self.policy.features_supported & c.features);
-        self.tx.push_back(Bytes::copy_from_slice(&r.emit()));
+        self.tx.put_small(&r.emit());
         if seq_exchange {
-            self.tx
-                .push_back(Bytes::copy_from_slice(&self.session.in_seq.to_le_bytes()));
+            self.tx.put_small(&self.session.in_seq.to_le_bytes());
         }
         self.replacing = false;
         self.session.once_ready = true;
@@ -1223,7 +1228,7 @@ impl Connection {
             Peek::Keepalive2(stamp) => {
                 rx.advance(p.frame_len());
                 self.last_keepalive = Some(now);
-                self.tx.push_back(frame::encode_keepalive2(stamp, true));
+                self.tx.put_small(&frame::encode_keepalive2(stamp, true));
             }
             Peek::Keepalive2Ack(stamp) => {
                 rx.advance(p.frame_len());

@@ -255,10 +255,68 @@ pub fn decode_msg(
 /// as their own buffer (Ceph coalesces payloads of at most 256 bytes the same way).
 const COALESCE: usize = 256;
 
+/// Bytes waiting for the transport, in order: whole chunks, then a buffer of small pieces
+/// (headers, footers, small segments, control frames) that the next chunk boundary cuts.
+///
+/// Small pieces of consecutive frames share one buffer (a footer and the next header go out
+/// together), and large segments pass through uncopied, so a burst of messages costs a few
+/// buffers and `writev` entries, not several per message.
+#[derive(Debug, Default)]
+pub struct TxQueue {
+    chunks: VecDeque<Bytes>,
+    small: BytesMut,
+}
+
+impl TxQueue {
+    /// Room the small buffer grows by when it runs out.
+    const SMALL_BLOCK: usize = 8 * 1024;
+
+    /// Appends small bytes (copied).
+    pub fn put_small(&mut self, b: &[u8]) {
+        if self.small.capacity() - self.small.len() < b.len() {
+            self.small.reserve(b.len().max(Self::SMALL_BLOCK));
+        }
+        self.small.put_slice(b);
+    }
+
+    /// Appends a large buffer (not copied), after everything queued so far.
+    pub fn put_large(&mut self, b: Bytes) {
+        self.cut();
+        self.chunks.push_back(b);
+    }
+
+    /// Ends the current small buffer: what it holds becomes a chunk.
+    pub fn cut(&mut self) {
+        if !self.small.is_empty() {
+            self.chunks.push_back(self.small.split().freeze());
+        }
+    }
+
+    /// The next whole chunk, if one is ready (small bytes not yet cut are not).
+    pub fn pop_chunk(&mut self) -> Option<Bytes> {
+        self.chunks.pop_front()
+    }
+
+    /// Small bytes waiting to be cut.
+    pub fn small_len(&self) -> usize {
+        self.small.len()
+    }
+
+    /// Whether nothing at all is queued.
+    pub fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.small.is_empty()
+    }
+
+    /// Drops everything queued.
+    pub fn clear(&mut self) {
+        self.chunks.clear();
+        self.small.clear();
+    }
+}
+
 /// Appends the frame of `m` (whose `header.seq`, `priority` and `src` the engine has set)
-/// to `out` as a few [`Bytes`] chunks: large segments are passed through uncopied, small
-/// ones are coalesced with the header and footer.
-pub fn encode_msg(m: &Message, cfg: &FrameConfig, out: &mut VecDeque<Bytes>) {
+/// to `tx`: header, small segments and footer as small bytes, large segments uncopied.
+pub fn encode_msg(m: &Message, cfg: &FrameConfig, tx: &mut TxQueue) {
     let repr = HeaderRepr {
         header: m.header,
         front_len: len32(m.front.len()),
@@ -278,24 +336,18 @@ pub fn encode_msg(m: &Message, cfg: &FrameConfig, out: &mut VecDeque<Bytes>) {
     } else {
         footer.flags |= FLAG_NOCRC;
     }
-    let mut chunk = BytesMut::with_capacity(1 + HeaderRepr::LEN + cfg.footer.size() + COALESCE);
-    chunk.put_u8(Tag::Msg.into());
-    chunk.put_slice(&repr.emit(cfg.crc_header));
+    tx.put_small(&[u8::from(Tag::Msg)]);
+    tx.put_small(&repr.emit(cfg.crc_header));
     for seg in [&m.front, &m.middle, &m.data] {
-        if seg.is_empty() {
-            continue;
-        }
         if seg.len() <= COALESCE {
-            chunk.put_slice(seg);
+            tx.put_small(seg);
         } else {
-            out.push_back(chunk.split().freeze());
-            out.push_back(seg.clone());
+            tx.put_large(seg.clone());
         }
     }
-    let at = chunk.len();
-    chunk.resize(at + cfg.footer.size(), 0);
-    footer.emit(cfg.footer, &mut chunk[at..]);
-    out.push_back(chunk.freeze());
+    let mut f = [0u8; 21];
+    footer.emit(cfg.footer, &mut f);
+    tx.put_small(&f[..cfg.footer.size()]);
 }
 
 fn len32(n: usize) -> u32 {
@@ -342,10 +394,11 @@ mod tests {
         FrameConfig::default()
     }
 
-    fn flatten(q: &VecDeque<Bytes>) -> Bytes {
+    fn flatten(q: &mut TxQueue) -> Bytes {
+        q.cut();
         let mut b = BytesMut::new();
-        for c in q {
-            b.extend_from_slice(c);
+        while let Some(c) = q.pop_chunk() {
+            b.extend_from_slice(&c);
         }
         b.freeze()
     }
@@ -360,9 +413,9 @@ mod tests {
     }
 
     fn round_trip(m: &Message, c: &FrameConfig) -> Message {
-        let mut q = VecDeque::new();
+        let mut q = TxQueue::default();
         encode_msg(m, c, &mut q);
-        let wire = flatten(&q);
+        let wire = flatten(&mut q);
         let Some(Peek::Msg { header, frame_len }) = peek(&wire, c).unwrap() else {
             panic!("not a message")
         };
@@ -408,13 +461,19 @@ mod tests {
     #[test]
     fn segments_are_not_copied() {
         let m = msg(0, 4096);
-        let mut q = VecDeque::new();
+        let mut q = TxQueue::default();
         encode_msg(&m, &cfg(), &mut q);
+        q.cut();
+        let chunks: Vec<Bytes> = std::iter::from_fn(|| q.pop_chunk()).collect();
         assert!(
-            q.iter().any(|c| c.as_ptr() == m.data.as_ptr()),
+            chunks.iter().any(|c| c.as_ptr() == m.data.as_ptr()),
             "data passed through"
         );
-        let wire = flatten(&q);
+        let mut w = BytesMut::new();
+        for c in &chunks {
+            w.extend_from_slice(c);
+        }
+        let wire = w.freeze();
         let Some(Peek::Msg { header, .. }) = peek(&wire, &cfg()).unwrap() else {
             panic!()
         };
@@ -429,9 +488,9 @@ mod tests {
     #[test]
     fn bad_crcs_and_aborted_messages() {
         let m = msg(8, 8);
-        let mut q = VecDeque::new();
+        let mut q = TxQueue::default();
         encode_msg(&m, &cfg(), &mut q);
-        let wire = flatten(&q);
+        let wire = flatten(&mut q);
         let Some(Peek::Msg { header, frame_len }) = peek(&wire, &cfg()).unwrap() else {
             panic!()
         };
@@ -463,9 +522,9 @@ mod tests {
             crc_data: false,
             ..cfg()
         };
-        let mut q = VecDeque::new();
+        let mut q = TxQueue::default();
         encode_msg(&m, &nocrc, &mut q);
-        let mut b = flatten(&q).to_vec();
+        let mut b = flatten(&mut q).to_vec();
         b[1 + 53 + 8] ^= 1;
         assert!(decode_msg(Bytes::from(b), &header, &cfg()).is_ok());
     }
@@ -479,9 +538,10 @@ mod tests {
             },
             ..cfg()
         };
-        let mut q = VecDeque::new();
+        let mut q = TxQueue::default();
         encode_msg(&msg(0, 101), &cfg(), &mut q);
-        let head = &q[0][..54];
+        let wire = flatten(&mut q);
+        let head = &wire[..54];
         assert_eq!(
             peek(head, &c),
             Err(DecodeError::TooLarge {
