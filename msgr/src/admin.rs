@@ -344,7 +344,7 @@ impl Server {
             let fits = words.len() >= dw.len()
                 && words[..dw.len()] == dw[..]
                 && words.len() - dw.len() <= d.args.len();
-            if fits && best.map_or(true, |(_, n)| dw.len() > n) {
+            if fits && best.is_none_or(|(_, n)| dw.len() > n) {
                 best = Some((d, dw.len()));
             }
         }

@@ -193,7 +193,7 @@ impl EntityAddr {
 
     /// Whether the IP is unspecified (0.0.0.0, ::) or missing, as Ceph's `is_blank_ip`.
     pub fn is_blank_ip(&self) -> bool {
-        self.addr.map_or(true, |a| a.ip().is_unspecified())
+        self.addr.is_none_or(|a| a.ip().is_unspecified())
     }
 
     /// Encodes the 136-byte legacy form (`encode(addr, bl, 0)`): the type field is always 0.

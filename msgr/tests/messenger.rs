@@ -700,7 +700,7 @@ impl Dispatcher for Markdown {
         }
         if st.conns.len() >= 2 || st.last_mark {
             st.last_mark = true;
-            if st.n % 7 == 0 {
+            if st.n.is_multiple_of(7) {
                 m.conn.mark_down();
                 st.conns.retain(|c| *c != m.conn);
                 self.marked_own.fetch_add(1, Ordering::Relaxed);

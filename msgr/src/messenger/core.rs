@@ -36,7 +36,8 @@ impl Inject {
 
     /// Whether this read or write should fail.
     pub(crate) fn fail_now(&self) -> bool {
-        self.every > 0 && (self.count.fetch_add(1, Ordering::Relaxed) + 1) % self.every == 0
+        self.every > 0
+            && (self.count.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(self.every)
     }
 }
 

@@ -23,6 +23,7 @@ mod core;
 mod dispatch;
 mod perf;
 mod posix;
+mod rxbuf;
 mod simple;
 mod transport;
 

@@ -15,8 +15,9 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -24,7 +25,8 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, trace, warn};
 
@@ -34,6 +36,8 @@ use super::transport::{ConnIo, Transport};
 use crate::msg::Message;
 use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
 use crate::time::Instant;
+
+use super::rxbuf::{ReadEnd, RxBuf};
 
 const WAKE: Token = Token(usize::MAX);
 const LISTEN: Token = Token(usize::MAX - 1);
@@ -46,6 +50,10 @@ const READ_BUDGET: usize = 16;
 const READ_MIN: usize = 64 * 1024;
 /// Largest single read.
 const READ_CHUNK: usize = 1024 * 1024;
+/// A read at least this large marks a connection as streaming: its next reads go straight
+/// into its buffer (no copy, a few more `recv`s); smaller ones read once into the worker's
+/// scratch and copy (one `recv`, a short copy: the ping-pong case).
+const BULK_READ: usize = 32 * 1024;
 /// Chunks per `writev`.
 const IOV_MAX: usize = 64;
 /// An empty receive buffer larger than this is released once its connection has been
@@ -60,6 +68,49 @@ pub(crate) struct PosixIo {
     owner: AtomicUsize,
 }
 
+/// A connected socket. std's stream rather than mio's: std receives into uninitialized
+/// memory (`Read::read_to_end`, see [`RxBuf`]), mio's stream would zero it first. mio
+/// watches it by its descriptor.
+struct Sock(std::net::TcpStream);
+
+impl From<mio::net::TcpStream> for Sock {
+    fn from(s: mio::net::TcpStream) -> Self {
+        Self(s.into())
+    }
+}
+
+impl std::ops::Deref for Sock {
+    type Target = std::net::TcpStream;
+
+    fn deref(&self) -> &std::net::TcpStream {
+        &self.0
+    }
+}
+
+impl mio::event::Source for Sock {
+    fn register(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &mio::Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &mio::Registry) -> io::Result<()> {
+        SourceFd(&self.0.as_raw_fd()).deregister(registry)
+    }
+}
+
 // `Send` (a whole Message) is the big and the common variant. Boxing it would shrink the
 // queue's slots (4096 per worker) but cost an allocation in the sending thread and a free
 // in the worker — a cross-thread free, the slow path of glibc's allocator.
@@ -68,7 +119,7 @@ enum Cmd {
     /// Take charge of a connection, with the socket it now uses (if any).
     Adopt {
         conn: Arc<ConnShared>,
-        sock: Option<TcpStream>,
+        sock: Option<Sock>,
         rx: BytesMut,
         gen: u64,
     },
@@ -356,12 +407,14 @@ impl Transport for Posix {
 /// One connection as a worker holds it.
 struct Entry {
     conn: Arc<ConnShared>,
-    sock: Option<TcpStream>,
+    sock: Option<Sock>,
     /// The socket's transport generation (see `ConnShared::gen`).
     gen: u64,
     /// A non-blocking connect is in progress.
     connecting: bool,
-    rx: BytesMut,
+    rx: RxBuf,
+    /// The last read was large: read straight into `rx` (see [`BULK_READ`]).
+    bulk: bool,
     /// Chunks taken from the engine and not yet fully written.
     tx: VecDeque<Bytes>,
     /// Input is held back by a throttle.
@@ -501,7 +554,7 @@ impl Worker {
                     trace!(worker = self.idx, to = w, %peer, conn = conn.id(), "accepted");
                     let cmd = Cmd::Adopt {
                         conn,
-                        sock: Some(sock),
+                        sock: Some(Sock::from(sock)),
                         rx: BytesMut::new(),
                         gen: 0,
                     };
@@ -611,7 +664,7 @@ impl Worker {
         None
     }
 
-    fn adopt(&mut self, conn: Arc<ConnShared>, sock: Option<TcpStream>, rx: BytesMut, gen: u64) {
+    fn adopt(&mut self, conn: Arc<ConnShared>, sock: Option<Sock>, rx: BytesMut, gen: u64) {
         if let Some(&t) = self.by_id.get(&conn.id()) {
             // The session takes over another socket (a replace): the old one goes.
             let e = self.conns.get_mut(&t).expect("by_id and conns agree");
@@ -620,7 +673,8 @@ impl Worker {
             }
             e.sock = sock;
             e.gen = gen;
-            e.rx = rx;
+            e.rx = RxBuf::from_bytes(rx);
+            e.bulk = false;
             e.tx.clear();
             e.connecting = false;
             e.blocked = false;
@@ -642,7 +696,8 @@ impl Worker {
             sock,
             gen,
             connecting: false,
-            rx,
+            rx: RxBuf::from_bytes(rx),
+            bulk: false,
             tx: VecDeque::new(),
             blocked: false,
             deadline: None,
@@ -736,8 +791,9 @@ impl Worker {
         if let Some(mut old) = e.sock.take() {
             let _ = self.poll.registry().deregister(&mut old);
         }
-        match TcpStream::connect(addr) {
-            Ok(mut s) => {
+        match mio::net::TcpStream::connect(addr) {
+            Ok(s) => {
+                let mut s = Sock::from(s);
                 if let Err(err) = self.poll.registry().register(
                     &mut s,
                     Token(t),
@@ -767,9 +823,10 @@ impl Worker {
         if let Some(e) = self.conns.get_mut(&t) {
             if let Some(mut s) = e.sock.take() {
                 let _ = self.poll.registry().deregister(&mut s);
-                let _ = s.shutdown(std::net::Shutdown::Both);
+                let _ = s.0.shutdown(std::net::Shutdown::Both);
             }
-            e.rx = BytesMut::new();
+            e.rx.clear();
+            e.bulk = false;
             e.tx.clear();
             e.blocked = false;
             e.connecting = false;
@@ -801,7 +858,7 @@ impl Worker {
                 && e.rx.capacity() > RX_KEEP
                 && now.saturating_duration_since(e.last_read) >= RX_IDLE
             {
-                e.rx = BytesMut::new();
+                e.rx.clear();
             }
         }
     }
@@ -868,8 +925,13 @@ impl Worker {
         // only if the engine takes it, more from the socket. A throttled connection must
         // not read at all: what it read would pile up in `rx`, unbounded, for as long as
         // the dispatcher is stalled.
-        if !pass.close_sock && !e.connecting && !e.blocked && !e.rx.is_empty() && e.sock.is_some() {
-            match feed(&mut engine, now, &mut e.rx) {
+        let buffered = if !pass.close_sock && !e.connecting && !e.blocked && e.sock.is_some() {
+            e.rx.input(engine.rx_hint())
+        } else {
+            None
+        };
+        if let Some(buf) = buffered {
+            match feed(&mut engine, now, buf) {
                 Ok(InputStatus::Blocked) => {
                     e.blocked = true;
                     core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
@@ -895,49 +957,53 @@ impl Worker {
                     break;
                 }
                 reads += 1;
-                // Read into the worker's scratch buffer (zeroed once), then append what
-                // came: a copy of the bytes received instead of zeroing a whole read
-                // buffer per `recv` (safe Rust cannot read into uninitialized memory).
-                let want = engine
-                    .rx_hint()
-                    .clamp(READ_MIN, READ_CHUNK)
-                    .min(self.scratch.len());
-                let Some(sock) = e.sock.as_mut() else { break };
+                let need = engine.rx_hint();
+                let Some(sock) = e.sock.as_ref() else { break };
                 let r = if core.inject.fail_now() {
                     core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
                     Err(io::Error::other("injected socket failure"))
+                } else if e.bulk {
+                    e.rx.read_from(&sock.0, need, READ_MIN, READ_CHUNK)
                 } else {
-                    sock.read(&mut self.scratch[..want])
+                    let want = need.clamp(READ_MIN, READ_CHUNK).min(self.scratch.len());
+                    e.rx.read_once(&sock.0, &mut self.scratch[..want])
                 };
                 match r {
-                    Ok(0) => {
-                        engine.handle_transport_error(now, TransportError::Eof);
-                        core.perf.fault(&Fault::Transport(TransportError::Eof));
-                        pass.close_sock = true;
-                        break;
-                    }
-                    Ok(n) => {
-                        e.rx.extend_from_slice(&self.scratch[..n]);
+                    Ok((n, end)) => {
                         core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        match feed(&mut engine, now, &mut e.rx) {
-                            Ok(InputStatus::Blocked) => {
-                                e.blocked = true;
-                                core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
-                                break;
+                        e.bulk = n >= BULK_READ || (e.bulk && end == ReadEnd::Limit);
+                        if let Some(buf) = e.rx.input(need) {
+                            match feed(&mut engine, now, buf) {
+                                Ok(InputStatus::Blocked) => {
+                                    e.blocked = true;
+                                    core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                                    // An end of stream is seen again on the retry's read.
+                                    break;
+                                }
+                                Ok(_) => {}
+                                Err(f) => {
+                                    core.perf.fault(&f);
+                                    pass.close_sock = true;
+                                    break;
+                                }
                             }
-                            Ok(_) => {}
-                            Err(f) => {
-                                core.perf.fault(&f);
+                        }
+                        match end {
+                            ReadEnd::Eof => {
+                                engine.handle_transport_error(now, TransportError::Eof);
+                                core.perf.fault(&Fault::Transport(TransportError::Eof));
                                 pass.close_sock = true;
                                 break;
                             }
-                        }
-                        if n < want && !e.read_to_end {
+                            ReadEnd::Limit => {}
+                            // Read to `WouldBlock`: the socket is empty.
+                            ReadEnd::Drained if e.bulk => break,
                             // A short read emptied the socket's receive queue: anything
-                            // arriving later (data, or the peer's FIN) raises a new edge,
-                            // so skip the EAGAIN read. If the FIN had already arrived when
-                            // the event was reported, `read_to_end` makes us read on.
-                            break;
+                            // arriving later (data, or the peer's FIN) raises a new edge, so
+                            // skip the EAGAIN read. If the FIN had already arrived when the
+                            // event was reported, `read_to_end` makes us read on.
+                            ReadEnd::Drained if !e.read_to_end => break,
+                            ReadEnd::Drained => {}
                         }
                     }
                     Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -966,7 +1032,7 @@ impl Worker {
         // Output: take from the engine only what the socket can take now.
         if !pass.close_sock && !e.connecting {
             if let Some(sock) = e.sock.as_mut() {
-                if let Err(err) = write_out(sock, &mut e.tx, &mut engine, now, &core) {
+                if let Err(err) = write_out(&sock.0, &mut e.tx, &mut engine, now, &core) {
                     trace!(conn = conn.id(), error = %err, "write failed");
                     engine.handle_transport_error(now, TransportError::Io);
                     core.perf.fault(&Fault::Transport(TransportError::Io));
@@ -1062,7 +1128,7 @@ impl Worker {
                 }
                 let gen = ex.gen();
                 let owner = Posix::owner(&ex);
-                let rx = std::mem::take(&mut e.rx);
+                let rx = e.rx.take();
                 let cmd = Cmd::Adopt {
                     conn: ex,
                     sock,
@@ -1146,7 +1212,7 @@ fn feed(
 /// Writes pending chunks, then asks the engine for more while the socket takes them.
 /// Unsent bytes stay in `tx` (the front chunk advanced past what was written).
 fn write_out(
-    sock: &mut TcpStream,
+    mut sock: &std::net::TcpStream,
     tx: &mut VecDeque<Bytes>,
     engine: &mut crate::proto::Connection,
     now: Instant,
@@ -1164,12 +1230,18 @@ fn write_out(
                 return Ok(());
             }
         }
-        let iov: Vec<IoSlice<'_>> = tx.iter().take(IOV_MAX).map(|b| IoSlice::new(b)).collect();
+        let mut iov = [IoSlice::new(&[]); IOV_MAX];
+        let mut k = 0;
+        for (slot, b) in iov.iter_mut().zip(tx.iter()) {
+            *slot = IoSlice::new(b);
+            k += 1;
+        }
+        let iov = &iov[..k];
         let r = if core.inject.fail_now() {
             core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
             Err(io::Error::other("injected socket failure"))
         } else {
-            sock.write_vectored(&iov)
+            sock.write_vectored(iov)
         };
         match r {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -441,7 +441,7 @@ impl<'a> Row<'a> {
             return Ok(Vec::new());
         };
         let hex: Vec<u8> = v.bytes().filter(|&c| c != b':').collect();
-        if hex.len() % 2 != 0 {
+        if !hex.len().is_multiple_of(2) {
             return Err(self.err(i, v));
         }
         hex.chunks(2)
