@@ -101,11 +101,16 @@ enum Cmd {
         /// First client nonce (sessions are keyed by address, nonce included).
         nonce: u32,
     },
-    /// Everything, one table.
+    /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Rounds (each runs every latency and stream path once, in turn): a shared,
+        /// noisy machine moves single figures by tens of percent; the median of per-round
+        /// ratios does not.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
     },
 }
 
@@ -135,7 +140,7 @@ fn main() -> ExitCode {
             sockperf_tp(4096, seconds).map(|tp| out!("{tp}"))
         }),
         Cmd::IdleClients { addr, n, nonce } => idle_clients(addr, n, nonce),
-        Cmd::All { seconds } => all(seconds),
+        Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -260,6 +265,7 @@ fn pair(
 }
 
 /// Latency summary in microseconds.
+#[derive(Clone)]
 struct Lat {
     label: String,
     p50: f64,
@@ -380,6 +386,7 @@ impl Dispatcher for Sink {
     }
 }
 
+#[derive(Clone)]
 struct Rate {
     label: String,
     mb_s: f64,
@@ -647,8 +654,15 @@ fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
         p50: p("percentile 50.000")?,
         p99: p("percentile 99.000")?,
         p999: p("percentile 99.900")?,
-        count: number_after(&text, "Total").unwrap_or(0.0) as u64,
+        count: sockperf_count(&text),
     })
+}
+
+/// Round trips sockperf measured: the valid duration's, not the whole run's (warm-up).
+fn sockperf_count(text: &str) -> u64 {
+    text.find("[Valid Duration]")
+        .and_then(|i| number_after(&text[i..], "ReceivedMessages"))
+        .unwrap_or(0.0) as u64
 }
 
 fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
@@ -675,35 +689,104 @@ fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
     })
 }
 
-fn all(seconds: f64) -> Result<(), String> {
+fn all(seconds: f64, rounds: usize) -> Result<(), String> {
     let secs = seconds.ceil() as u64;
-    eprintln!("bench: sockperf ping-pong...");
-    let sp = sockperf_pp(64, secs)?;
-    eprintln!("bench: sockperf throughput...");
-    let st = sockperf_tp(4096, secs)?;
-    let mut lat = vec![sp];
-    let mut rates = vec![st];
+    let kinds = [TransportKind::Posix, TransportKind::Simple];
+    // lat[path][round], rates[path][round]; path 0 is sockperf.
+    let mut lat: Vec<Vec<Lat>> = vec![Vec::new(); 1 + kinds.len()];
+    let mut rates: Vec<Vec<Rate>> = vec![Vec::new(); 1 + kinds.len()];
+    for r in 1..=rounds {
+        eprintln!("bench: round {r}/{rounds}: sockperf ping-pong...");
+        lat[0].push(sockperf_pp(64, secs)?);
+        for (i, kind) in kinds.iter().enumerate() {
+            eprintln!(
+                "bench: round {r}/{rounds}: msgr {} ping-pong...",
+                kind.name()
+            );
+            lat[1 + i].push(pingpong(*kind, 64, seconds)?);
+        }
+        eprintln!("bench: round {r}/{rounds}: sockperf throughput...");
+        rates[0].push(sockperf_tp(4096, secs)?);
+        for (i, kind) in kinds.iter().enumerate() {
+            eprintln!("bench: round {r}/{rounds}: msgr {} stream...", kind.name());
+            rates[1 + i].push(stream(*kind, 4096, 256, seconds)?);
+        }
+    }
     let mut mem = Vec::new();
-    for kind in [TransportKind::Posix, TransportKind::Simple] {
-        eprintln!("bench: msgr {} ping-pong...", kind.name());
-        lat.push(pingpong(kind, 64, seconds)?);
-        eprintln!("bench: msgr {} stream...", kind.name());
-        rates.push(stream(kind, 4096, 256, seconds)?);
+    for kind in kinds {
         eprintln!("bench: msgr {} idle memory...", kind.name());
         mem.push(idle(kind, 200)?);
     }
     out!(
-        "machine: {} cores (client and server share them)",
+        "machine: {} cores (client and server share them); {rounds} interleaved rounds of \
+         {seconds} s; each row is the round with the median figure, ratios are medians of \
+         per-round ratios",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    for l in &lat {
-        out!("{l}   ratio to sockperf p50 {:.2}x", l.p50 / lat[0].p50);
+    for path in &lat {
+        let row = median_by(path, |l| l.p50);
+        let ratio = median((0..rounds).map(|r| path[r].p50 / lat[0][r].p50).collect());
+        let p99 = median((0..rounds).map(|r| path[r].p99 / lat[0][r].p99).collect());
+        out!("{row}   vs sockperf: p50 {ratio:.2}x  p99 {p99:.2}x");
     }
-    for r in &rates {
-        out!("{r}   {:.0}% of sockperf", 100.0 * r.mb_s / rates[0].mb_s);
+    for path in &rates {
+        let row = median_by(path, |r| r.mb_s);
+        let ratios: Vec<f64> = (0..rounds)
+            .map(|r| 100.0 * path[r].mb_s / rates[0][r].mb_s)
+            .collect();
+        let each: Vec<String> = ratios.iter().map(|x| format!("{x:.0}")).collect();
+        out!(
+            "{row}   {:.0}% of sockperf (rounds: {}%)",
+            median(ratios.clone()),
+            each.join("/")
+        );
     }
     for m in &mem {
         out!("{m}");
     }
     Ok(())
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The element whose `key` is the (lower) median.
+fn median_by<T>(v: &[T], key: impl Fn(&T) -> f64) -> &T {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| key(&v[a]).total_cmp(&key(&v[b])));
+    &v[idx[(idx.len() - 1) / 2]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+        let v = [5.0, 9.0, 1.0, 7.0];
+        assert_eq!(*median_by(&v, |x| *x), 5.0);
+    }
+
+    #[test]
+    fn sockperf_counts_the_valid_duration() {
+        let text = "sockperf: [Total Run] RunTime=1.000 sec; SentMessages=66458; \
+                    ReceivedMessages=66457\nsockperf: [Valid Duration] RunTime=0.550 sec; \
+                    SentMessages=33166; ReceivedMessages=33165\n";
+        assert_eq!(sockperf_count(text), 33165);
+        assert_eq!(sockperf_count("no summary"), 0);
+    }
 }

@@ -959,10 +959,11 @@ impl Worker {
                 reads += 1;
                 let need = engine.rx_hint();
                 let Some(sock) = e.sock.as_ref() else { break };
+                let bulk = e.bulk;
                 let r = if core.inject.fail_now() {
                     core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
                     Err(io::Error::other("injected socket failure"))
-                } else if e.bulk {
+                } else if bulk {
                     e.rx.read_from(&sock.0, need, READ_MIN, READ_CHUNK)
                 } else {
                     let want = need.clamp(READ_MIN, READ_CHUNK).min(self.scratch.len());
@@ -993,6 +994,14 @@ impl Worker {
                                 engine.handle_transport_error(now, TransportError::Eof);
                                 core.perf.fault(&Fault::Transport(TransportError::Eof));
                                 pass.close_sock = true;
+                                break;
+                            }
+                            ReadEnd::Limit if bulk => {
+                                // More is waiting. Read it in the next pass, after this
+                                // one's messages were delivered: if they are gone by then,
+                                // the buffer they were cut from is reused (a new one per
+                                // read costs page faults).
+                                self.pending_read.push(t);
                                 break;
                             }
                             ReadEnd::Limit => {}

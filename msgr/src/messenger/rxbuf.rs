@@ -20,6 +20,10 @@ use std::io::{self, Read};
 
 use bytes::{Bytes, BytesMut};
 
+/// A leftover up to this size goes through `Vec::from(BytesMut)`, which reuses a buffer no
+/// message holds any more but copies twice (exact-size, then grown) when one does.
+const REUSE_MAX: usize = 16 * 1024;
+
 /// How a read ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReadEnd {
@@ -89,19 +93,26 @@ impl RxBuf {
         min: usize,
         limit: usize,
     ) -> io::Result<(usize, ReadEnd)> {
-        if !self.ready.is_empty() {
-            // The engine's leftover (part of a frame) leads the next input.
-            let mut v = Vec::with_capacity(need.max(self.ready.len() + min));
-            v.extend_from_slice(&self.ready);
-            self.fill = v;
+        if self.fill.is_empty() {
+            // The engine's leftover (part of a frame, often nothing) leads the next input.
+            let left = std::mem::take(&mut self.ready);
+            if left.len() <= REUSE_MAX {
+                // When nothing else holds the buffer (the messages cut from it are gone)
+                // its allocation comes back, the leftover moved to the front: a fresh one
+                // per read would cost page faults (the kernel zeroing pages) instead.
+                // Otherwise this copies the (short) leftover into a new vector.
+                self.fill = Vec::from(left);
+            } else {
+                let mut v = Vec::with_capacity(need.max(left.len() + min));
+                v.extend_from_slice(&left);
+                self.fill = v;
+            }
         }
-        // Whatever the engine split off keeps the old allocation alive; drop our handle.
-        self.ready = BytesMut::new();
         let have = self.fill.len();
-        if self.fill.capacity() < need {
+        // Room for `need` in all, and for a worthwhile read (half of `min`) beyond what is
+        // held; when growing, for `min` more.
+        if self.fill.capacity() < need || self.fill.capacity() - have < (min / 2).max(1) {
             self.fill.reserve_exact(need.max(have + min) - have);
-        } else if self.fill.capacity() == have {
-            self.fill.reserve(min.max(1));
         }
         let room = self.fill.capacity() - have;
         let mut lim = r.take(limit.min(room) as u64);
@@ -233,6 +244,27 @@ mod tests {
         let _frame = input.split_to(7); // "0123456" consumed, "789" left
         rx.read_from(pieces(&[b"ab"], false), 0, 64, 64).unwrap();
         assert_eq!(&rx.input(1).unwrap()[..], b"789ab");
+    }
+
+    #[test]
+    fn a_buffer_no_message_holds_is_reused() {
+        let mut rx = RxBuf::default();
+        rx.read_from(pieces(&[b"0123456789"], false), 0, 64, 1 << 16)
+            .unwrap();
+        let first = rx.fill.as_ptr();
+        let frame = rx.input(1).unwrap().split_to(7).freeze();
+        drop(frame); // the message is gone: its buffer comes back
+        rx.read_from(pieces(&[b"ab"], false), 0, 64, 1 << 16)
+            .unwrap();
+        assert_eq!(rx.fill.as_ptr(), first, "same allocation");
+        assert_eq!(&rx.fill[..], b"789ab");
+        // A message still held keeps its bytes: the next read goes elsewhere.
+        let held = rx.input(1).unwrap().split_to(4).freeze();
+        rx.read_from(pieces(&[b"cd"], false), 0, 64, 1 << 16)
+            .unwrap();
+        assert_ne!(rx.fill.as_ptr(), first);
+        assert_eq!(&held[..], b"789a");
+        assert_eq!(&rx.input(1).unwrap()[..], b"bcd");
     }
 
     #[test]
