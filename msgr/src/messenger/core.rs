@@ -14,6 +14,7 @@ use tracing::{debug, info};
 
 use super::conn::{ConnShared, ConnectionRef};
 use super::dispatch::{ConnEvent, DispatchQueue, Dispatchers, Incoming};
+use super::idmap::IdMap;
 use super::perf::Perf;
 use super::transport::Transport;
 use crate::entity::{EntityAddr, EntityType};
@@ -48,7 +49,7 @@ pub(crate) struct Core {
     /// Sessions by peer address (outgoing ones from creation, incoming ones once open).
     registry: Mutex<HashMap<EntityAddr, Arc<ConnShared>>>,
     /// Every live connection, registered or anonymous.
-    conns: Mutex<HashMap<u64, Arc<ConnShared>>>,
+    conns: Mutex<IdMap<u64, Arc<ConnShared>>>,
     pub(crate) perf: Perf,
     pub(crate) inject: Inject,
     pub(crate) transport: Box<dyn Transport>,
@@ -109,7 +110,7 @@ impl Core {
         self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn conns(&self) -> MutexGuard<'_, HashMap<u64, Arc<ConnShared>>> {
+    fn conns(&self) -> MutexGuard<'_, IdMap<u64, Arc<ConnShared>>> {
         self.conns.lock().unwrap_or_else(|e| e.into_inner())
     }
 

@@ -17,13 +17,14 @@
 //! The queue's byte budget (`ms_dispatch_throttle_bytes`) is the engine's dispatch throttle:
 //! a message holds its share until its [`Incoming`] is dropped, which is after dispatch.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 use tracing::debug;
 
 use super::conn::ConnectionRef;
+use super::idmap::IdMap;
 use crate::msg::{priority, Message};
 use crate::proto::ThrottleGuard;
 
@@ -200,7 +201,7 @@ impl Item {
 #[derive(Default)]
 struct QueueState {
     /// Per connection, FIFO.
-    per_conn: HashMap<u64, VecDeque<Item>>,
+    per_conn: IdMap<u64, VecDeque<Item>>,
     /// Connections with a non-empty queue, by the priority of their head; FIFO within a
     /// priority gives the round-robin.
     ready: BTreeMap<u16, VecDeque<u64>>,

@@ -21,6 +21,7 @@
 mod conn;
 mod core;
 mod dispatch;
+mod idmap;
 mod perf;
 mod posix;
 mod rxbuf;

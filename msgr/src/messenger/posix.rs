@@ -14,7 +14,7 @@
 //! engine's retry timer fires.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -32,6 +32,7 @@ use tracing::{debug, trace, warn};
 
 use super::conn::ConnShared;
 use super::core::Core;
+use super::idmap::IdMap;
 use super::transport::{ConnIo, Transport};
 use crate::msg::Message;
 use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
@@ -314,14 +315,14 @@ impl Transport for Posix {
                 me: Arc::clone(ws),
                 peers: self.workers.clone(),
                 listener: l,
-                conns: HashMap::new(),
+                conns: IdMap::default(),
                 scratch: vec![0; READ_CHUNK],
                 next_sweep: Instant::ZERO,
                 spare_events: Vec::new(),
                 now: Instant::ZERO,
                 touched: Vec::new(),
                 next_token: 0,
-                by_id: HashMap::new(),
+                by_id: IdMap::default(),
                 timers: BTreeSet::new(),
                 pending_read: Vec::new(),
                 stop: false,
@@ -435,7 +436,7 @@ struct Worker {
     me: Arc<WorkerShared>,
     peers: Vec<Arc<WorkerShared>>,
     listener: Option<TcpListener>,
-    conns: HashMap<usize, Entry>,
+    conns: IdMap<usize, Entry>,
     /// Where reads land before they are appended to a connection's buffer.
     scratch: Vec<u8>,
     /// Next release of idle receive buffers.
@@ -447,7 +448,7 @@ struct Worker {
     /// Connections commands touched, serviced once after the drain.
     touched: Vec<usize>,
     next_token: usize,
-    by_id: HashMap<u64, usize>,
+    by_id: IdMap<u64, usize>,
     timers: BTreeSet<(Instant, usize)>,
     /// Connections whose read budget ran out with data possibly left.
     pending_read: Vec<usize>,
