@@ -34,6 +34,8 @@ macro_rules! out {
     }};
 }
 
+mod stackbench;
+
 #[derive(Parser)]
 #[command(
     name = "bench",
@@ -101,6 +103,17 @@ enum Cmd {
         /// First client nonce (sessions are keyed by address, nonce included).
         nonce: u32,
     },
+    /// The userspace TCP/IP stack alone: two stacks on the in-memory link in one thread
+    /// (no DPDK, no kernel): echo round trips with N idle connections open beside the
+    /// measured one, and bulk throughput over one connection.
+    Stack {
+        /// Idle connections to hold open (each figure is measured with 10 and with this).
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+    },
     /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
         /// Seconds per measurement.
@@ -140,6 +153,7 @@ fn main() -> ExitCode {
             sockperf_tp(4096, seconds).map(|tp| out!("{tp}"))
         }),
         Cmd::IdleClients { addr, n, nonce } => idle_clients(addr, n, nonce),
+        Cmd::Stack { conns, seconds } => stackbench::run(conns, seconds),
         Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
     };
     match r {

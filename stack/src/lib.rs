@@ -1,5 +1,23 @@
 //! The userspace network stack: DPDK poll-mode queues feeding smoltcp, one worker per queue.
 //!
-//! Placeholder: built by the userspace-stack issue (#4). It will be the only crate with
-//! unsafe DPDK calls (in `stack::dpdk`), every block with a `SAFETY:` comment.
+//! Layers, bottom up:
+//! - [`port::Port`]: a queue pair that moves Ethernet frames (a DPDK queue, or the in-memory
+//!   link of [`memlink`] for tests without DPDK).
+//! - [`l2`]: Ethernet framing and ARP with one neighbour table shared by all workers.
+//! - [`netstack::NetStack`]: one worker's TCP/IP: flows demultiplexed by 4-tuple into small
+//!   shards, each its own smoltcp `Interface` (smoltcp scans every socket of an Interface per
+//!   packet; small shards keep that flat as connections grow), a pool of listeners per shard,
+//!   Nagle and delayed ACK off, RSS-aware local ports for outbound connections ([`rss`]).
+//!
+//! Time comes in as an argument everywhere (`smoltcp::time::Instant`): the stack is
+//! deterministic under test.
 #![deny(unsafe_code)]
+
+pub mod l2;
+pub mod memlink;
+pub mod netstack;
+pub mod port;
+pub mod rss;
+
+pub use netstack::{ConnId, NetStack, StackConfig, StackEvent, StackStats};
+pub use port::Port;

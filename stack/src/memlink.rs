@@ -1,0 +1,217 @@
+//! An in-memory Ethernet link between two [`Port`]s, for tests without DPDK: frames cross
+//! it with configurable delay, loss and reordering, all driven by a seed and by the time the
+//! test sets, so every run is the same run.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use smoltcp::time::{Duration, Instant};
+
+use crate::port::Port;
+
+/// Which way a frame travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    AtoB,
+    BtoA,
+}
+
+/// Decides, per frame, whether the link drops it (`true`): for targeted losses.
+pub type DropFilter = Box<dyn FnMut(Dir, &[u8]) -> bool + Send>;
+
+/// Link behaviour.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// One-way delay.
+    pub delay: Duration,
+    /// Frames lost at random, per million.
+    pub loss_ppm: u32,
+    /// Frames delayed by an extra `reorder_delay` at random (so later ones overtake), per
+    /// million.
+    pub reorder_ppm: u32,
+    pub reorder_delay: Duration,
+    /// Frames a direction holds before it drops (a full ring).
+    pub capacity: usize,
+    pub seed: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_micros(10),
+            loss_ppm: 0,
+            reorder_ppm: 0,
+            reorder_delay: Duration::from_micros(200),
+            capacity: 4096,
+            seed: 1,
+        }
+    }
+}
+
+/// Per-direction counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirStats {
+    pub sent: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub overflow: u64,
+}
+
+struct Inner {
+    cfg: LinkConfig,
+    now: Instant,
+    rng: u64,
+    /// Frames in flight, per direction: (deliver at, frame).
+    flight: [Vec<(Instant, u64, Vec<u8>)>; 2],
+    seq: u64,
+    stats: [DirStats; 2],
+    filter: Option<DropFilter>,
+}
+
+impl Inner {
+    fn rand(&mut self) -> u32 {
+        // xorshift64*
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    fn chance(&mut self, ppm: u32) -> bool {
+        ppm > 0 && self.rand() % 1_000_000 < ppm
+    }
+}
+
+/// The link: create it, take its two ends, move time with [`MemLink::set_now`].
+#[derive(Clone)]
+pub struct MemLink(Arc<Mutex<Inner>>);
+
+impl MemLink {
+    pub fn new(cfg: LinkConfig) -> Self {
+        let seed = cfg.seed.max(1);
+        Self(Arc::new(Mutex::new(Inner {
+            cfg,
+            now: Instant::ZERO,
+            rng: seed,
+            flight: [Vec::new(), Vec::new()],
+            seq: 0,
+            stats: [DirStats::default(); 2],
+            filter: None,
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The two ends: `a` sends `AtoB`, `b` sends `BtoA`.
+    pub fn ports(&self) -> (MemPort, MemPort) {
+        (
+            MemPort {
+                link: self.clone(),
+                dir: Dir::AtoB,
+            },
+            MemPort {
+                link: self.clone(),
+                dir: Dir::BtoA,
+            },
+        )
+    }
+
+    pub fn set_now(&self, now: Instant) {
+        self.lock().now = now;
+    }
+
+    pub fn set_config(&self, cfg: LinkConfig) {
+        self.lock().cfg = cfg;
+    }
+
+    pub fn set_filter(&self, f: Option<DropFilter>) {
+        self.lock().filter = f;
+    }
+
+    pub fn stats(&self, dir: Dir) -> DirStats {
+        self.lock().stats[dir as usize]
+    }
+
+    /// Puts a frame on the wire as if the `dir` sender had sent it (hostile or hand-made
+    /// traffic), delivered after the usual delay; no loss applies.
+    pub fn inject(&self, dir: Dir, frame: Vec<u8>) {
+        let mut g = self.lock();
+        let at = g.now + g.cfg.delay;
+        g.seq += 1;
+        let seq = g.seq;
+        g.flight[dir as usize].push((at, seq, frame));
+    }
+
+    /// When the next frame in flight becomes deliverable.
+    pub fn next_delivery(&self) -> Option<Instant> {
+        let g = self.lock();
+        g.flight.iter().flatten().map(|(t, _, _)| *t).min()
+    }
+}
+
+/// One end of a [`MemLink`].
+pub struct MemPort {
+    link: MemLink,
+    dir: Dir,
+}
+
+impl Port for MemPort {
+    type Frame = Vec<u8>;
+
+    fn rx_burst(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
+        let mut g = self.link.lock();
+        let now = g.now;
+        let from = match self.dir {
+            Dir::AtoB => Dir::BtoA,
+            Dir::BtoA => Dir::AtoB,
+        } as usize;
+        let q = &mut g.flight[from];
+        // Deliver in (time, send order).
+        q.sort_by_key(|(t, s, _)| (*t, *s));
+        let ready = q.iter().take_while(|(t, _, _)| *t <= now).count().min(max);
+        let n = ready;
+        out.extend(q.drain(..n).map(|(_, _, f)| f));
+        g.stats[from].delivered += n as u64;
+        n
+    }
+
+    fn alloc(&mut self, len: usize) -> Option<Vec<u8>> {
+        Some(vec![0; len])
+    }
+
+    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> usize {
+        let mut g = self.link.lock();
+        let d = self.dir as usize;
+        let mut n = 0;
+        while let Some(f) = frames.pop_front() {
+            n += 1;
+            g.stats[d].sent += 1;
+            let dropped = match g.filter.as_mut() {
+                Some(filter) => filter(self.dir, &f),
+                None => false,
+            };
+            let loss = g.cfg.loss_ppm;
+            if dropped || g.chance(loss) {
+                g.stats[d].dropped += 1;
+                continue;
+            }
+            if g.flight[d].len() >= g.cfg.capacity {
+                g.stats[d].overflow += 1;
+                continue;
+            }
+            let reorder = g.cfg.reorder_ppm;
+            let mut at = g.now + g.cfg.delay;
+            if g.chance(reorder) {
+                at += g.cfg.reorder_delay;
+            }
+            g.seq += 1;
+            let seq = g.seq;
+            g.flight[d].push((at, seq, f));
+        }
+        n
+    }
+}

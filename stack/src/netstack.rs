@@ -1,0 +1,1114 @@
+//! One worker's TCP/IP stack over one [`Port`]: flows sharded over small smoltcp
+//! Interfaces, a listener pool, and a byte-stream API for the messenger.
+//!
+//! Why shards: smoltcp walks every socket of an Interface for every packet received and
+//! every poll, so one Interface with a thousand connections costs microseconds per packet.
+//! Here a flow's 4-tuple picks one of `shards` Interfaces (all with the same address); a
+//! packet touches only its shard, and a poll visits only shards that have packets, work
+//! queued by the application, or a timer due. With 1,000 connections over 64 shards a
+//! packet meets ~16 sockets.
+//!
+//! Why a listener pool: a listening smoltcp socket becomes the connection when a SYN
+//! arrives, so each shard keeps `listen_backlog` listening sockets per port and replaces
+//! each one that turns into a connection, up to `max_half_open` handshakes in flight per
+//! shard (a SYN flood fills that and no more; the rest get RST from smoltcp).
+//!
+//! Ethernet and ARP are ours ([`crate::l2`]): the Interfaces run on `Medium::Ip`.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::tcp;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{
+    EthernetAddress, EthernetFrame, EthernetProtocol, HardwareAddress, IpAddress, IpCidr,
+    IpEndpoint, IpListenEndpoint, Ipv4Address, Ipv4Cidr,
+};
+use tracing::{debug, trace};
+
+use crate::l2::{self, ArpAction, NeighborCache, Neighbors, ETH_HLEN};
+use crate::port::Port;
+use crate::rss::Steering;
+
+/// Configuration of one worker's stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub mac: EthernetAddress,
+    pub ip: Ipv4Cidr,
+    pub gateway: Option<Ipv4Address>,
+    /// Interfaces the flows are spread over (rounded up to a power of two).
+    pub shards: usize,
+    /// Listening sockets per port per shard.
+    pub listen_backlog: usize,
+    /// Handshakes in progress per shard before listeners stop being replaced.
+    pub max_half_open: usize,
+    /// A handshake that makes no progress for this long is dropped.
+    pub handshake_timeout: Duration,
+    /// Socket buffers (the receive buffer is the advertised window).
+    pub rx_buffer: usize,
+    pub tx_buffer: usize,
+    /// Keep-alive interval. Besides finding dead peers, a keep-alive makes the peer answer
+    /// with its current window: smoltcp 0.12 sends no zero-window probes, and a lost
+    /// window update would otherwise stall a connection for good.
+    pub keepalive: Option<Duration>,
+    /// This worker's queue and the device's RSS steering: outbound connections take a
+    /// local port whose replies the device steers to this queue.
+    pub queue: u16,
+    pub steering: Steering,
+    /// Local ports for outbound connections.
+    pub ephemeral: (u16, u16),
+    /// Frames waiting for the device before smoltcp is told to hold back.
+    pub tx_queue_max: usize,
+    /// Frames per receive burst.
+    pub rx_burst: usize,
+    /// Received frames waiting per shard before more are dropped.
+    pub shard_rx_max: usize,
+    pub seed: u64,
+}
+
+impl StackConfig {
+    /// Defaults for an address.
+    pub fn new(mac: EthernetAddress, ip: Ipv4Cidr) -> Self {
+        Self {
+            mac,
+            ip,
+            gateway: None,
+            shards: 256,
+            listen_backlog: 1,
+            max_half_open: 32,
+            handshake_timeout: Duration::from_secs(3),
+            rx_buffer: 256 * 1024,
+            tx_buffer: 256 * 1024,
+            keepalive: Some(Duration::from_secs(2)),
+            queue: 0,
+            steering: Steering::single(),
+            ephemeral: (32768, 60999),
+            tx_queue_max: 1024,
+            rx_burst: 32,
+            shard_rx_max: 1024,
+            seed: 0x6d73_6772,
+        }
+    }
+}
+
+/// A connection of this stack. Stale after its `Closed` event (a later connection may
+/// reuse the slot; the generation tells them apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    idx: u32,
+    gen: u32,
+}
+
+/// What happened, for the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackEvent {
+    /// A connection to a listening port completed its handshake.
+    Accepted {
+        conn: ConnId,
+        local_port: u16,
+        remote: IpEndpoint,
+    },
+    /// An outbound connection is established.
+    Connected(ConnId),
+    /// Bytes are waiting (or the peer finished sending): call [`NetStack::recv`].
+    Readable(ConnId),
+    /// Room opened up after a short [`NetStack::send`].
+    Writable(ConnId),
+    /// The connection is gone (closed, reset, refused or timed out); the id is stale.
+    Closed(ConnId),
+}
+
+/// Errors of the application calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StackError {
+    /// The id is stale or unknown.
+    NoSuchConnection,
+    /// The connection cannot carry data in that direction any more.
+    NotOpen,
+    /// No local port left that steers replies to this queue.
+    NoPort,
+    /// The address is not one smoltcp can reach (unspecified, or no route).
+    Unaddressable,
+    /// A listening port is already set up.
+    AlreadyListening,
+}
+
+impl std::fmt::Display for StackError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::NoSuchConnection => "no such connection",
+            Self::NotOpen => "connection not open",
+            Self::NoPort => "no free local port for this queue",
+            Self::Unaddressable => "address unreachable",
+            Self::AlreadyListening => "already listening on that port",
+        })
+    }
+}
+
+impl std::error::Error for StackError {}
+
+/// Counters of one worker's stack.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    pub rx_frames: u64,
+    pub tx_frames: u64,
+    /// Frames not for us (another MAC or IP), dropped.
+    pub rx_not_ours: u64,
+    /// Frames too short or inconsistent to parse, dropped.
+    pub rx_malformed: u64,
+    /// Frames larger than the MTU, dropped.
+    pub rx_oversize: u64,
+    /// Frames dropped because their shard's queue was full.
+    pub rx_shard_full: u64,
+    /// Frames of protocols we do not serve.
+    pub rx_other: u64,
+    pub arp_requests_sent: u64,
+    pub arp_replies_sent: u64,
+    /// Frames dropped for want of a transmit buffer.
+    pub tx_no_buffer: u64,
+    /// Frames dropped while waiting for a neighbour that never answered.
+    pub tx_unresolved: u64,
+    pub accepted: u64,
+    pub connected: u64,
+    pub closed: u64,
+    /// Handshakes that died before completing (flood, reset, timeout).
+    pub handshakes_dropped: u64,
+    /// Listeners not replaced because a shard had `max_half_open` handshakes in flight.
+    pub listen_limited: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Accepted by a listener, handshake not complete.
+    HalfOpen,
+    /// Outbound, handshake not complete.
+    Connecting,
+    Open,
+}
+
+#[derive(Debug)]
+struct Conn {
+    gen: u32,
+    shard: usize,
+    handle: SocketHandle,
+    phase: Phase,
+    local_port: u16,
+    remote: IpEndpoint,
+    /// `Readable` reported and not yet drained.
+    readable: bool,
+    /// The end of the peer's stream was reported.
+    eof: bool,
+    /// A `send` came up short: report `Writable` when room opens.
+    want_write: bool,
+}
+
+struct Shard<F> {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    rx: VecDeque<F>,
+    /// In the active list: polled this turn (packets, application calls).
+    dirty: bool,
+    /// The deadline this shard has in the timer set.
+    timer: Option<Instant>,
+    /// Listening sockets: (port, handle).
+    listeners: Vec<(u16, SocketHandle)>,
+    /// Connections living here (slab indices).
+    conns: Vec<u32>,
+    half_open: usize,
+    /// SYNs queued in `rx` per listening port: listeners are topped up to this before the
+    /// poll (one listener takes one SYN; a burst may bring many to one shard).
+    syns: Vec<(u16, usize)>,
+}
+
+/// The transmit side: frames for the device, neighbour resolution.
+struct Tx<P: Port> {
+    port: P,
+    queue: VecDeque<P::Frame>,
+    max: usize,
+    mac: EthernetAddress,
+    ip: Ipv4Cidr,
+    gateway: Option<Ipv4Address>,
+    neighbors: NeighborCache,
+    /// IP packets waiting for a neighbour: (next hop, since, frame).
+    unresolved: VecDeque<(Ipv4Address, Instant, P::Frame)>,
+    asked: HashMap<Ipv4Address, Instant>,
+    stats: StackStats,
+}
+
+/// Packets wait this long for an ARP answer.
+const UNRESOLVED_WAIT: Duration = Duration::from_secs(1);
+/// At most this many packets wait for ARP answers.
+const UNRESOLVED_MAX: usize = 256;
+/// ARP requests for one address are this far apart at least.
+const ARP_RETRY: Duration = Duration::from_millis(100);
+
+impl<P: Port> Tx<P> {
+    fn next_hop(&self, dst: Ipv4Address) -> Ipv4Address {
+        if self.ip.contains_addr(&dst) {
+            dst
+        } else {
+            self.gateway.unwrap_or(dst)
+        }
+    }
+
+    fn full(&self) -> bool {
+        self.queue.len() >= self.max
+    }
+
+    /// Frames an IP packet already written at `frame[ETH_HLEN..]` and queues it.
+    fn send_ip(&mut self, mut frame: P::Frame, now: Instant) {
+        let b = frame.as_ref();
+        if b.len() < ETH_HLEN + 20 {
+            return;
+        }
+        let dst = ip4(&b[ETH_HLEN + 16..ETH_HLEN + 20]);
+        let hop = self.next_hop(dst);
+        match self.neighbors.lookup(hop, now) {
+            Some(mac) => {
+                l2::write_eth_header(frame.as_mut(), self.mac, mac, EthernetProtocol::Ipv4);
+                self.queue.push_back(frame);
+            }
+            None => {
+                if self.unresolved.len() >= UNRESOLVED_MAX {
+                    self.unresolved.pop_front();
+                    self.stats.tx_unresolved += 1;
+                }
+                self.unresolved.push_back((hop, now, frame));
+                self.ask(hop, now);
+            }
+        }
+    }
+
+    fn ask(&mut self, hop: Ipv4Address, now: Instant) {
+        if let Some(&at) = self.asked.get(&hop) {
+            if now < at + ARP_RETRY {
+                return;
+            }
+        }
+        self.asked.insert(hop, now);
+        let req = l2::arp_request(self.mac, self.ip.address(), hop);
+        if self.send_raw(&req) {
+            self.stats.arp_requests_sent += 1;
+            trace!(%hop, "arp request");
+        }
+    }
+
+    /// Queues a frame built elsewhere (copied into a device buffer).
+    fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        match self.port.alloc(bytes.len()) {
+            Some(mut f) => {
+                f.as_mut().copy_from_slice(bytes);
+                self.queue.push_back(f);
+                true
+            }
+            None => {
+                self.stats.tx_no_buffer += 1;
+                false
+            }
+        }
+    }
+
+    /// Sends what waited for `ip`, now resolved; drops what waited too long.
+    fn resolved(&mut self, now: Instant) {
+        let mut keep = VecDeque::with_capacity(self.unresolved.len());
+        while let Some((hop, since, mut frame)) = self.unresolved.pop_front() {
+            if let Some(mac) = self.neighbors.lookup(hop, now) {
+                l2::write_eth_header(frame.as_mut(), self.mac, mac, EthernetProtocol::Ipv4);
+                self.queue.push_back(frame);
+            } else if now >= since + UNRESOLVED_WAIT {
+                self.stats.tx_unresolved += 1;
+            } else {
+                keep.push_back((hop, since, frame));
+            }
+        }
+        self.unresolved = keep;
+        if self.unresolved.is_empty() {
+            self.asked.clear();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.queue.is_empty() {
+            let n = self.port.tx_burst(&mut self.queue);
+            self.stats.tx_frames += n as u64;
+        }
+    }
+}
+
+/// The smoltcp device of one shard: its received frames, and the worker's transmit side.
+struct ShardDevice<'a, P: Port> {
+    rx: &'a mut VecDeque<P::Frame>,
+    tx: &'a mut Tx<P>,
+    now: Instant,
+    mtu: usize,
+}
+
+struct RxTok<F>(F);
+
+struct TxTok<'a, P: Port> {
+    tx: &'a mut Tx<P>,
+    now: Instant,
+}
+
+impl<F: AsRef<[u8]>> phy::RxToken for RxTok<F> {
+    fn consume<R, G>(self, f: G) -> R
+    where
+        G: FnOnce(&[u8]) -> R,
+    {
+        f(&self.0.as_ref()[ETH_HLEN..])
+    }
+}
+
+impl<P: Port> phy::TxToken for TxTok<'_, P> {
+    fn consume<R, G>(self, len: usize, f: G) -> R
+    where
+        G: FnOnce(&mut [u8]) -> R,
+    {
+        match self.tx.port.alloc(ETH_HLEN + len) {
+            Some(mut frame) => {
+                let r = f(&mut frame.as_mut()[ETH_HLEN..ETH_HLEN + len]);
+                self.tx.send_ip(frame, self.now);
+                r
+            }
+            None => {
+                // smoltcp must still produce the packet (its state moved on); it is lost
+                // like a drop on the wire and retransmitted like one.
+                self.tx.stats.tx_no_buffer += 1;
+                let mut scratch = vec![0u8; len];
+                f(&mut scratch)
+            }
+        }
+    }
+}
+
+impl<P: Port> phy::Device for ShardDevice<'_, P> {
+    type RxToken<'a>
+        = RxTok<P::Frame>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TxTok<'a, P>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _ts: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let f = self.rx.pop_front()?;
+        Some((
+            RxTok(f),
+            TxTok {
+                tx: self.tx,
+                now: self.now,
+            },
+        ))
+    }
+
+    fn transmit(&mut self, _ts: Instant) -> Option<Self::TxToken<'_>> {
+        if self.tx.full() {
+            return None;
+        }
+        Some(TxTok {
+            tx: self.tx,
+            now: self.now,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ip;
+        caps.max_transmission_unit = self.mtu;
+        caps.max_burst_size = None;
+        caps
+    }
+}
+
+/// One worker's TCP/IP stack over one port.
+pub struct NetStack<P: Port> {
+    cfg: StackConfig,
+    mtu: usize,
+    tx: Tx<P>,
+    shards: Vec<Shard<P::Frame>>,
+    slab: Vec<Option<Conn>>,
+    gens: Vec<u32>,
+    free: Vec<u32>,
+    listening: HashSet<u16>,
+    /// Local ports of outbound connections, by remote endpoint.
+    used_ports: HashSet<(IpEndpoint, u16)>,
+    next_port: u16,
+    events: VecDeque<StackEvent>,
+    rx_scratch: Vec<P::Frame>,
+    /// Shards to poll this turn (each once: see `Shard::dirty`).
+    active: Vec<usize>,
+    /// Shard deadlines: (when, shard).
+    timers: BTreeSet<(Instant, usize)>,
+}
+
+impl<P: Port> NetStack<P> {
+    /// A stack on `port`, sharing `neighbors` with the other workers of the device.
+    pub fn new(cfg: StackConfig, port: P, neighbors: Arc<Neighbors>, now: Instant) -> Self {
+        let mtu = port.mtu();
+        let nshards = cfg.shards.max(1).next_power_of_two();
+        let mut tx = Tx {
+            port,
+            queue: VecDeque::new(),
+            max: cfg.tx_queue_max.max(1),
+            mac: cfg.mac,
+            ip: cfg.ip,
+            gateway: cfg.gateway,
+            neighbors: NeighborCache::new(neighbors),
+            unresolved: VecDeque::new(),
+            asked: HashMap::new(),
+            stats: StackStats::default(),
+        };
+        let mut shards = Vec::with_capacity(nshards);
+        for i in 0..nshards {
+            let mut rx = VecDeque::new();
+            let mut dev = ShardDevice {
+                rx: &mut rx,
+                tx: &mut tx,
+                now,
+                mtu,
+            };
+            let mut c = Config::new(HardwareAddress::Ip);
+            c.random_seed = cfg
+                .seed
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let mut iface = Interface::new(c, &mut dev, now);
+            iface.update_ip_addrs(|a| {
+                let _ = a.push(IpCidr::Ipv4(cfg.ip));
+            });
+            if let Some(gw) = cfg.gateway {
+                let _ = iface.routes_mut().add_default_ipv4_route(gw);
+            }
+            shards.push(Shard {
+                iface,
+                sockets: SocketSet::new(Vec::new()),
+                rx,
+                dirty: false,
+                timer: None,
+                listeners: Vec::new(),
+                conns: Vec::new(),
+                half_open: 0,
+                syns: Vec::new(),
+            });
+        }
+        let next_port = cfg.ephemeral.0;
+        Self {
+            cfg,
+            mtu,
+            tx,
+            shards,
+            slab: Vec::new(),
+            gens: Vec::new(),
+            free: Vec::new(),
+            listening: HashSet::new(),
+            used_ports: HashSet::new(),
+            next_port,
+            events: VecDeque::new(),
+            rx_scratch: Vec::new(),
+            active: Vec::new(),
+            timers: BTreeSet::new(),
+        }
+    }
+
+    pub fn config(&self) -> &StackConfig {
+        &self.cfg
+    }
+
+    pub fn stats(&self) -> StackStats {
+        self.tx.stats
+    }
+
+    pub fn port(&self) -> &P {
+        &self.tx.port
+    }
+
+    pub fn port_mut(&mut self) -> &mut P {
+        &mut self.tx.port
+    }
+
+    /// Connections open or opening.
+    pub fn connections(&self) -> usize {
+        self.slab.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// The shard of a flow, by its remote endpoint and local port.
+    fn shard_of(&self, remote: Ipv4Address, rport: u16, lport: u16) -> usize {
+        let r = u32::from_be_bytes(remote.octets());
+        let k = (u64::from(r) << 32) | (u64::from(rport) << 16) | u64::from(lport);
+        let h = k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 32) as usize & (self.shards.len() - 1)
+    }
+
+    fn new_socket(&self) -> tcp::Socket<'static> {
+        let mut s = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; self.cfg.rx_buffer]),
+            tcp::SocketBuffer::new(vec![0; self.cfg.tx_buffer]),
+        );
+        s.set_nagle_enabled(false);
+        s.set_ack_delay(None);
+        s.set_keep_alive(self.cfg.keepalive);
+        s
+    }
+
+    fn add_listener(&mut self, shard: usize, port: u16) {
+        let mut s = self.new_socket();
+        s.set_timeout(Some(self.cfg.handshake_timeout));
+        if s.listen(IpListenEndpoint::from(port)).is_err() {
+            return;
+        }
+        let sh = &mut self.shards[shard];
+        let h = sh.sockets.add(s);
+        sh.listeners.push((port, h));
+    }
+
+    /// Accepts connections to `port` from now on (each shard gets its listeners).
+    pub fn listen(&mut self, port: u16) -> Result<(), StackError> {
+        if port == 0 {
+            return Err(StackError::Unaddressable);
+        }
+        if !self.listening.insert(port) {
+            return Err(StackError::AlreadyListening);
+        }
+        for i in 0..self.shards.len() {
+            for _ in 0..self.cfg.listen_backlog.max(1) {
+                self.add_listener(i, port);
+            }
+        }
+        Ok(())
+    }
+
+    fn alloc_conn(&mut self, c: Conn) -> ConnId {
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slab.push(None);
+                self.gens.push(0);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let gen = self.gens[idx as usize];
+        self.shards[c.shard].conns.push(idx);
+        self.slab[idx as usize] = Some(Conn { gen, ..c });
+        ConnId { idx, gen }
+    }
+
+    fn conn(&self, id: ConnId) -> Result<&Conn, StackError> {
+        match self.slab.get(id.idx as usize) {
+            Some(Some(c)) if c.gen == id.gen => Ok(c),
+            _ => Err(StackError::NoSuchConnection),
+        }
+    }
+
+    /// Opens a connection to `remote` from a local port whose replies the device steers to
+    /// this worker's queue.
+    pub fn connect(&mut self, remote: IpEndpoint) -> Result<ConnId, StackError> {
+        let IpAddress::Ipv4(rip) = remote.addr;
+        if rip.is_unspecified() || remote.port == 0 {
+            return Err(StackError::Unaddressable);
+        }
+        let (lo, hi) = self.cfg.ephemeral;
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let me = self.cfg.ip.address();
+        let mut chosen = None;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if p >= hi { lo } else { p + 1 };
+            if self.used_ports.contains(&(remote, p)) || self.listening.contains(&p) {
+                continue;
+            }
+            // The reply travels remote -> us: that is the packet the NIC hashes.
+            if self.cfg.steering.queue_of(rip, me, remote.port, p) == self.cfg.queue {
+                chosen = Some(p);
+                break;
+            }
+        }
+        let lport = chosen.ok_or(StackError::NoPort)?;
+        let shard = self.shard_of(rip, remote.port, lport);
+        let mut s = self.new_socket();
+        s.set_timeout(Some(self.cfg.handshake_timeout));
+        let sh = &mut self.shards[shard];
+        s.connect(sh.iface.context(), remote, (me, lport))
+            .map_err(|_| StackError::Unaddressable)?;
+        let handle = sh.sockets.add(s);
+        if !sh.dirty {
+            sh.dirty = true;
+            self.active.push(shard);
+        }
+        self.used_ports.insert((remote, lport));
+        Ok(self.alloc_conn(Conn {
+            gen: 0,
+            shard,
+            handle,
+            phase: Phase::Connecting,
+            local_port: lport,
+            remote,
+            readable: false,
+            eof: false,
+            want_write: false,
+        }))
+    }
+
+    /// Queues bytes; returns how many fit (0 when the send buffer is full: wait for
+    /// `Writable`).
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, StackError> {
+        let (shard, handle) = {
+            let c = self.conn(id)?;
+            (c.shard, c.handle)
+        };
+        let sh = &mut self.shards[shard];
+        let s = sh.sockets.get_mut::<tcp::Socket<'_>>(handle);
+        if !s.may_send() {
+            return Err(StackError::NotOpen);
+        }
+        let n = s.send_slice(data).map_err(|_| StackError::NotOpen)?;
+        if n > 0 && !sh.dirty {
+            sh.dirty = true;
+            self.active.push(shard);
+        }
+        if n < data.len() {
+            if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
+                c.want_write = true;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Takes received bytes; `Ok(0)` with nothing buffered means none yet, or — when
+    /// [`NetStack::peer_closed`] — the end of the stream.
+    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
+        let (shard, handle) = {
+            let c = self.conn(id)?;
+            (c.shard, c.handle)
+        };
+        let sh = &mut self.shards[shard];
+        let s = sh.sockets.get_mut::<tcp::Socket<'_>>(handle);
+        let n = match s.recv_slice(buf) {
+            Ok(n) => n,
+            Err(tcp::RecvError::Finished) => 0,
+            Err(tcp::RecvError::InvalidState) => return Err(StackError::NotOpen),
+        };
+        let drained = s.recv_queue() == 0;
+        if n > 0 {
+            // Reading opens the window: let the next poll tell the peer.
+            if !sh.dirty {
+                sh.dirty = true;
+                self.active.push(shard);
+            }
+        }
+        if drained {
+            if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
+                c.readable = false;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Whether the peer finished sending (after what is still buffered).
+    pub fn peer_closed(&self, id: ConnId) -> Result<bool, StackError> {
+        let c = self.conn(id)?;
+        let s = self.shards[c.shard]
+            .sockets
+            .get::<tcp::Socket<'_>>(c.handle);
+        Ok(!s.may_recv() && s.recv_queue() == 0)
+    }
+
+    /// Bytes received and not yet taken.
+    pub fn recv_queue(&self, id: ConnId) -> Result<usize, StackError> {
+        let c = self.conn(id)?;
+        Ok(self.shards[c.shard]
+            .sockets
+            .get::<tcp::Socket<'_>>(c.handle)
+            .recv_queue())
+    }
+
+    /// Bytes queued and not yet acknowledged by the peer.
+    pub fn send_queue(&self, id: ConnId) -> Result<usize, StackError> {
+        let c = self.conn(id)?;
+        Ok(self.shards[c.shard]
+            .sockets
+            .get::<tcp::Socket<'_>>(c.handle)
+            .send_queue())
+    }
+
+    /// The TCP state (for diagnostics and tests).
+    pub fn tcp_state(&self, id: ConnId) -> Result<tcp::State, StackError> {
+        let c = self.conn(id)?;
+        Ok(self.shards[c.shard]
+            .sockets
+            .get::<tcp::Socket<'_>>(c.handle)
+            .state())
+    }
+
+    /// Local port and remote endpoint.
+    pub fn endpoints(&self, id: ConnId) -> Result<(u16, IpEndpoint), StackError> {
+        let c = self.conn(id)?;
+        Ok((c.local_port, c.remote))
+    }
+
+    /// Finishes sending (FIN after the queued bytes); `Closed` follows.
+    pub fn close(&mut self, id: ConnId) -> Result<(), StackError> {
+        let (shard, handle) = {
+            let c = self.conn(id)?;
+            (c.shard, c.handle)
+        };
+        let sh = &mut self.shards[shard];
+        sh.sockets.get_mut::<tcp::Socket<'_>>(handle).close();
+        if !sh.dirty {
+            sh.dirty = true;
+            self.active.push(shard);
+        }
+        Ok(())
+    }
+
+    /// Resets the connection; `Closed` follows.
+    pub fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
+        let (shard, handle) = {
+            let c = self.conn(id)?;
+            (c.shard, c.handle)
+        };
+        let sh = &mut self.shards[shard];
+        sh.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
+        if !sh.dirty {
+            sh.dirty = true;
+            self.active.push(shard);
+        }
+        Ok(())
+    }
+
+    /// Next event, if any.
+    pub fn next_event(&mut self) -> Option<StackEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the stack next needs a poll without new packets (a timer), if ever.
+    pub fn poll_at(&self) -> Option<Instant> {
+        if !self.active.is_empty() {
+            return Some(Instant::ZERO);
+        }
+        self.timers.first().map(|(t, _)| *t)
+    }
+
+    /// One turn: receive a burst, feed the shards that have work, transmit. Returns whether
+    /// anything happened (for the idle policy).
+    pub fn poll(&mut self, now: Instant) -> bool {
+        let mut work = false;
+        let mut frames = std::mem::take(&mut self.rx_scratch);
+        let n = self.tx.port.rx_burst(&mut frames, self.cfg.rx_burst.max(1));
+        if n > 0 {
+            work = true;
+            self.tx.stats.rx_frames += n as u64;
+            for f in frames.drain(..) {
+                self.demux(f, now);
+            }
+        }
+        self.rx_scratch = frames;
+        if !self.tx.unresolved.is_empty() {
+            self.tx.resolved(now);
+        }
+        while let Some(&(t, i)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.shards[i].timer = None;
+            self.mark(i);
+        }
+        let mut active = std::mem::take(&mut self.active);
+        if !active.is_empty() {
+            work = true;
+        }
+        for &i in &active {
+            self.poll_shard(i, now);
+        }
+        active.clear();
+        // Shards touched while polling (a connection closed elsewhere) run next turn.
+        if self.active.is_empty() {
+            self.active = active;
+        }
+        if !self.tx.queue.is_empty() {
+            work = true;
+            self.tx.flush();
+        }
+        work
+    }
+
+    /// Sorts a received frame: ARP to us, TCP to its shard, the rest to shard 0 (smoltcp
+    /// answers ICMP echo there) or dropped.
+    fn demux(&mut self, frame: P::Frame, now: Instant) {
+        let b = frame.as_ref();
+        if b.len() > ETH_HLEN + self.mtu {
+            self.tx.stats.rx_oversize += 1;
+            return;
+        }
+        let Ok(eth) = EthernetFrame::new_checked(b) else {
+            self.tx.stats.rx_malformed += 1;
+            return;
+        };
+        let dst = eth.dst_addr();
+        if dst != self.cfg.mac && !dst.is_broadcast() {
+            self.tx.stats.rx_not_ours += 1;
+            return;
+        }
+        match eth.ethertype() {
+            EthernetProtocol::Arp => {
+                let shared = Arc::clone(self.tx.neighbors.shared());
+                match l2::handle_arp(eth.payload(), self.cfg.mac, self.cfg.ip, &shared, now) {
+                    ArpAction::Reply(r) => {
+                        if self.tx.send_raw(&r) {
+                            self.tx.stats.arp_replies_sent += 1;
+                        }
+                        self.tx.resolved(now);
+                    }
+                    ArpAction::Learned(_) => self.tx.resolved(now),
+                    ArpAction::Ignored => self.tx.stats.rx_other += 1,
+                }
+            }
+            EthernetProtocol::Ipv4 => {
+                let p = eth.payload();
+                if p.len() < 20 || p[0] >> 4 != 4 {
+                    self.tx.stats.rx_malformed += 1;
+                    return;
+                }
+                let ihl = usize::from(p[0] & 0x0f) * 4;
+                let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+                if ihl < 20 || total < ihl || total > p.len() {
+                    self.tx.stats.rx_malformed += 1;
+                    return;
+                }
+                let src = ip4(&p[12..16]);
+                let to = ip4(&p[16..20]);
+                if to != self.cfg.ip.address() {
+                    self.tx.stats.rx_not_ours += 1;
+                    return;
+                }
+                // Glean the sender's MAC (our subnet only): replies need no ARP round.
+                if self.cfg.ip.contains_addr(&src) && self.tx.neighbors.lookup(src, now).is_none() {
+                    let smac = eth.src_addr();
+                    if smac.is_unicast() {
+                        self.tx.neighbors.shared().learn(src, smac, now);
+                    }
+                }
+                let shard = if p[9] == 6 {
+                    if total < ihl + 20 {
+                        self.tx.stats.rx_malformed += 1;
+                        return;
+                    }
+                    let t = &p[ihl..];
+                    let sport = u16::from_be_bytes([t[0], t[1]]);
+                    let dport = u16::from_be_bytes([t[2], t[3]]);
+                    let shard = self.shard_of(src, sport, dport);
+                    // A connection request (SYN without ACK) to a port we listen on.
+                    if t[13] & 0x12 == 0x02 && self.listening.contains(&dport) {
+                        let syns = &mut self.shards[shard].syns;
+                        match syns.iter_mut().find(|(p, _)| *p == dport) {
+                            Some((_, n)) => *n += 1,
+                            None => syns.push((dport, 1)),
+                        }
+                    }
+                    shard
+                } else if p[9] == 1 {
+                    0
+                } else {
+                    self.tx.stats.rx_other += 1;
+                    return;
+                };
+                let sh = &mut self.shards[shard];
+                if sh.rx.len() >= self.cfg.shard_rx_max {
+                    self.tx.stats.rx_shard_full += 1;
+                    return;
+                }
+                sh.rx.push_back(frame);
+                self.mark(shard);
+            }
+            _ => self.tx.stats.rx_other += 1,
+        }
+    }
+
+    fn poll_shard(&mut self, i: usize, now: Instant) {
+        // Enough listeners for the SYNs about to be processed, within the budget.
+        for (port, n) in std::mem::take(&mut self.shards[i].syns) {
+            let sh = &self.shards[i];
+            let have = sh.listeners.iter().filter(|(p, _)| *p == port).count();
+            let room = self.cfg.max_half_open.saturating_sub(sh.half_open);
+            for _ in have..n.min(room) {
+                self.add_listener(i, port);
+            }
+        }
+        {
+            let sh = &mut self.shards[i];
+            let mut dev = ShardDevice {
+                rx: &mut sh.rx,
+                tx: &mut self.tx,
+                now,
+                mtu: self.mtu,
+            };
+            sh.iface.poll(now, &mut dev, &mut sh.sockets);
+            sh.dirty = false;
+        }
+        self.after_poll(i);
+        let sh = &mut self.shards[i];
+        let next = sh.iface.poll_at(now, &sh.sockets);
+        if next != sh.timer {
+            if let Some(old) = sh.timer {
+                self.timers.remove(&(old, i));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, i));
+            }
+            sh.timer = next;
+        }
+    }
+
+    /// Puts a shard on this turn's list (once).
+    fn mark(&mut self, i: usize) {
+        let sh = &mut self.shards[i];
+        if !sh.dirty {
+            sh.dirty = true;
+            self.active.push(i);
+        }
+    }
+
+    /// Promotes listeners that took a SYN, replaces them, and reports connection changes.
+    fn after_poll(&mut self, i: usize) {
+        // Listeners that are no longer listening hold a connection now.
+        let sh = &self.shards[i];
+        let promoted: Vec<(u16, SocketHandle)> = sh
+            .listeners
+            .iter()
+            .copied()
+            .filter(|&(_, h)| sh.sockets.get::<tcp::Socket<'_>>(h).state() != tcp::State::Listen)
+            .collect();
+        for &(port, h) in &promoted {
+            let sh = &mut self.shards[i];
+            sh.listeners.retain(|&(_, lh)| lh != h);
+            let s = sh.sockets.get::<tcp::Socket<'_>>(h);
+            let remote = s.remote_endpoint().unwrap_or(IpEndpoint::new(
+                IpAddress::Ipv4(Ipv4Address::UNSPECIFIED),
+                0,
+            ));
+            sh.half_open += 1;
+            self.alloc_conn(Conn {
+                gen: 0,
+                shard: i,
+                handle: h,
+                phase: Phase::HalfOpen,
+                local_port: port,
+                remote,
+                readable: false,
+                eof: false,
+                want_write: false,
+            });
+        }
+        // Connection changes.
+        let conns = std::mem::take(&mut self.shards[i].conns);
+        let mut keep = Vec::with_capacity(conns.len());
+        for idx in conns {
+            let Some(c) = self.slab[idx as usize].as_mut() else {
+                continue;
+            };
+            let id = ConnId { idx, gen: c.gen };
+            let sh = &mut self.shards[i];
+            let s = sh.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
+            let state = s.state();
+            let gone = matches!(
+                state,
+                tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen
+            );
+            if gone {
+                // (A reset half-open socket may fall back to Listen in smoltcp.)
+                match c.phase {
+                    Phase::HalfOpen => {
+                        sh.half_open = sh.half_open.saturating_sub(1);
+                        self.tx.stats.handshakes_dropped += 1;
+                        self.events.push_back(StackEvent::Closed(id));
+                    }
+                    Phase::Connecting | Phase::Open => {
+                        self.events.push_back(StackEvent::Closed(id));
+                    }
+                }
+                self.tx.stats.closed += 1;
+                let h = c.handle;
+                let (lp, remote, outbound) = (c.local_port, c.remote, c.phase == Phase::Connecting);
+                sh.sockets.remove(h);
+                self.slab[idx as usize] = None;
+                self.gens[idx as usize] = self.gens[idx as usize].wrapping_add(1);
+                self.free.push(idx);
+                if outbound || !self.listening.contains(&lp) {
+                    self.used_ports.remove(&(remote, lp));
+                }
+                debug!(conn = idx, ?state, "connection closed");
+                continue;
+            }
+            let established = !matches!(state, tcp::State::SynSent | tcp::State::SynReceived);
+            match c.phase {
+                Phase::HalfOpen if established => {
+                    c.phase = Phase::Open;
+                    sh.half_open = sh.half_open.saturating_sub(1);
+                    s.set_timeout(None);
+                    c.remote = s.remote_endpoint().unwrap_or(c.remote);
+                    self.tx.stats.accepted += 1;
+                    self.events.push_back(StackEvent::Accepted {
+                        conn: id,
+                        local_port: c.local_port,
+                        remote: c.remote,
+                    });
+                }
+                Phase::Connecting if established => {
+                    c.phase = Phase::Open;
+                    s.set_timeout(None);
+                    self.tx.stats.connected += 1;
+                    self.events.push_back(StackEvent::Connected(id));
+                }
+                _ => {}
+            }
+            if c.phase == Phase::Open {
+                if !c.readable && s.can_recv() {
+                    c.readable = true;
+                    self.events.push_back(StackEvent::Readable(id));
+                } else if !c.eof && !s.may_recv() && s.recv_queue() == 0 {
+                    c.eof = true;
+                    self.events.push_back(StackEvent::Readable(id));
+                }
+                if c.want_write && s.can_send() && s.send_capacity() > s.send_queue() {
+                    c.want_write = false;
+                    self.events.push_back(StackEvent::Writable(id));
+                }
+            }
+            keep.push(idx);
+        }
+        self.shards[i].conns = keep;
+        self.refill_listeners(i);
+    }
+
+    /// Tops up the shard's listeners for every port, within the half-open budget (a flood
+    /// uses them up; they come back as its handshakes finish or expire).
+    fn refill_listeners(&mut self, i: usize) {
+        if self.listening.is_empty() {
+            return;
+        }
+        let backlog = self.cfg.listen_backlog.max(1);
+        let ports: Vec<u16> = self.listening.iter().copied().collect();
+        for port in ports {
+            let have = self.shards[i]
+                .listeners
+                .iter()
+                .filter(|(p, _)| *p == port)
+                .count();
+            for _ in have..backlog {
+                if self.shards[i].half_open >= self.cfg.max_half_open {
+                    self.tx.stats.listen_limited += 1;
+                    return;
+                }
+                self.add_listener(i, port);
+            }
+        }
+    }
+}
+
+/// An IPv4 address from 4 bytes (callers pass exactly 4).
+fn ip4(b: &[u8]) -> Ipv4Address {
+    Ipv4Address::new(b[0], b[1], b[2], b[3])
+}
