@@ -706,40 +706,50 @@ impl<P: Port> NetStack<P> {
         Ok(n)
     }
 
+    /// The socket of a live connection.
+    fn socket(&self, id: ConnId) -> Result<&tcp::Socket<'static>, StackError> {
+        let c = self.conn(id)?;
+        Ok(self.shards[c.shard]
+            .sockets
+            .get::<tcp::Socket<'static>>(c.handle))
+    }
+
+    /// Applies `f` to a live connection's socket and schedules its shard.
+    fn with_socket(
+        &mut self,
+        id: ConnId,
+        f: impl FnOnce(&mut tcp::Socket<'static>),
+    ) -> Result<(), StackError> {
+        let (shard, handle) = {
+            let c = self.conn(id)?;
+            (c.shard, c.handle)
+        };
+        f(self.shards[shard]
+            .sockets
+            .get_mut::<tcp::Socket<'static>>(handle));
+        self.mark(shard);
+        Ok(())
+    }
+
     /// Whether the peer finished sending (after what is still buffered).
     pub fn peer_closed(&self, id: ConnId) -> Result<bool, StackError> {
-        let c = self.conn(id)?;
-        let s = self.shards[c.shard]
-            .sockets
-            .get::<tcp::Socket<'_>>(c.handle);
+        let s = self.socket(id)?;
         Ok(!s.may_recv() && s.recv_queue() == 0)
     }
 
     /// Bytes received and not yet taken.
     pub fn recv_queue(&self, id: ConnId) -> Result<usize, StackError> {
-        let c = self.conn(id)?;
-        Ok(self.shards[c.shard]
-            .sockets
-            .get::<tcp::Socket<'_>>(c.handle)
-            .recv_queue())
+        Ok(self.socket(id)?.recv_queue())
     }
 
     /// Bytes queued and not yet acknowledged by the peer.
     pub fn send_queue(&self, id: ConnId) -> Result<usize, StackError> {
-        let c = self.conn(id)?;
-        Ok(self.shards[c.shard]
-            .sockets
-            .get::<tcp::Socket<'_>>(c.handle)
-            .send_queue())
+        Ok(self.socket(id)?.send_queue())
     }
 
     /// The TCP state (for diagnostics and tests).
     pub fn tcp_state(&self, id: ConnId) -> Result<tcp::State, StackError> {
-        let c = self.conn(id)?;
-        Ok(self.shards[c.shard]
-            .sockets
-            .get::<tcp::Socket<'_>>(c.handle)
-            .state())
+        Ok(self.socket(id)?.state())
     }
 
     /// Local port and remote endpoint.
@@ -750,32 +760,12 @@ impl<P: Port> NetStack<P> {
 
     /// Finishes sending (FIN after the queued bytes); `Closed` follows.
     pub fn close(&mut self, id: ConnId) -> Result<(), StackError> {
-        let (shard, handle) = {
-            let c = self.conn(id)?;
-            (c.shard, c.handle)
-        };
-        let sh = &mut self.shards[shard];
-        sh.sockets.get_mut::<tcp::Socket<'_>>(handle).close();
-        if !sh.dirty {
-            sh.dirty = true;
-            self.active.push(shard);
-        }
-        Ok(())
+        self.with_socket(id, |s| s.close())
     }
 
     /// Resets the connection; `Closed` follows.
     pub fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
-        let (shard, handle) = {
-            let c = self.conn(id)?;
-            (c.shard, c.handle)
-        };
-        let sh = &mut self.shards[shard];
-        sh.sockets.get_mut::<tcp::Socket<'_>>(handle).abort();
-        if !sh.dirty {
-            sh.dirty = true;
-            self.active.push(shard);
-        }
-        Ok(())
+        self.with_socket(id, |s| s.abort())
     }
 
     /// Next event, if any.
