@@ -1,8 +1,9 @@
 //! The userspace network stack: DPDK poll-mode queues feeding smoltcp, one worker per queue.
 //!
 //! Layers, bottom up:
-//! - [`port::Port`]: a queue pair that moves Ethernet frames (a DPDK queue, or the in-memory
-//!   link of [`memlink`] for tests without DPDK).
+//! - [`port::Port`]: a queue pair that moves Ethernet frames: a DPDK queue pair
+//!   ([`dpdkport::DpdkPort`] over the safe wrapper [`dpdk`], the crate's only unsafe code),
+//!   or the in-memory link of [`memlink`] for tests without DPDK.
 //! - [`l2`]: Ethernet framing and ARP with one neighbour table shared by all workers.
 //! - [`netstack::NetStack`]: one worker's TCP/IP: flows demultiplexed by 4-tuple into small
 //!   shards, each its own smoltcp `Interface` (smoltcp scans every socket of an Interface per
@@ -13,11 +14,14 @@
 //! deterministic under test.
 #![deny(unsafe_code)]
 
+pub mod dpdk;
+pub mod dpdkport;
 pub mod l2;
 pub mod memlink;
 pub mod netstack;
 pub mod port;
 pub mod rss;
 
+pub use dpdkport::DpdkPort;
 pub use netstack::{ConnId, NetStack, StackConfig, StackEvent, StackStats};
 pub use port::Port;

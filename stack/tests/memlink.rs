@@ -2,6 +2,9 @@
 //! a thousand connections, tail-loss recovery, a SYN flood, hostile frames, a lost window
 //! update. Deterministic: the link's losses come from a seed and time only moves here.
 
+mod common;
+
+use common::pattern;
 use std::collections::HashMap;
 
 use smoltcp::time::{Duration, Instant};
@@ -139,18 +142,6 @@ fn connect_n(net: &mut Net, n: usize) -> Vec<(ConnId, ConnId)> {
         .map(|&c| {
             let (lp, _) = net.a.endpoints(c).unwrap();
             (c, by_port[&lp])
-        })
-        .collect()
-}
-
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
         })
         .collect()
 }
