@@ -21,7 +21,9 @@ pub mod memlink;
 pub mod netstack;
 pub mod port;
 pub mod rss;
+pub mod worker;
 
 pub use dpdkport::DpdkPort;
 pub use netstack::{ConnId, NetStack, StackConfig, StackEvent, StackStats};
 pub use port::Port;
+pub use worker::{IdlePolicy, Worker};
