@@ -1003,10 +1003,14 @@ impl<P: Port> NetStack<P> {
             let sh = &mut self.shards[i];
             let s = sh.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
             let state = s.state();
-            let gone = matches!(
-                state,
-                tcp::State::Closed | tcp::State::TimeWait | tcp::State::Listen
-            );
+            let gone = match state {
+                tcp::State::Closed | tcp::State::Listen => true,
+                // Our FIN went first, then the peer's: what the peer sent before its FIN
+                // may still be unread (often the last segment carries the FIN). It stays
+                // readable; the connection ends when the application has drained it.
+                tcp::State::TimeWait => s.recv_queue() == 0,
+                _ => false,
+            };
             if gone {
                 // (A reset half-open socket may fall back to Listen in smoltcp.)
                 match c.phase {

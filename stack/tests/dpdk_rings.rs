@@ -12,10 +12,13 @@
 //! a failure. EAL never probes PCI devices (`--no-pci`); no frame leaves the process.
 
 mod common;
+#[path = "common/eal.rs"]
+mod eal_common;
+
+use std::{env, fs};
 
 use common::pattern;
-use std::path::PathBuf;
-use std::{env, fs};
+use eal_common::RuntimeDir;
 
 use dpdk_sys as sys;
 use smoltcp::time::{Duration, Instant};
@@ -543,40 +546,4 @@ fn cpu_ticks() -> Vec<(u32, (u64, u64))> {
             Some((cpu, (total.saturating_sub(idle), total)))
         })
         .collect()
-}
-
-/// Removes EAL's runtime directory for our (per-process) `--file-prefix` when dropped,
-/// passing or failing: where EAL said it is, and where it would be (root: /var/run/dpdk,
-/// otherwise $XDG_RUNTIME_DIR/dpdk or /tmp/dpdk) in case init failed half way.
-struct RuntimeDir {
-    prefix: String,
-    dir: Option<PathBuf>,
-}
-
-impl RuntimeDir {
-    fn new(prefix: &str) -> Self {
-        Self {
-            prefix: prefix.to_owned(),
-            dir: None,
-        }
-    }
-}
-
-impl Drop for RuntimeDir {
-    fn drop(&mut self) {
-        let mut dirs: Vec<PathBuf> = ["/var/run/dpdk", "/tmp/dpdk"]
-            .iter()
-            .map(|b| PathBuf::from(b).join(&self.prefix))
-            .collect();
-        if let Some(xdg) = env::var_os("XDG_RUNTIME_DIR") {
-            dirs.push(PathBuf::from(xdg).join("dpdk").join(&self.prefix));
-        }
-        dirs.extend(self.dir.clone());
-        for d in dirs {
-            // Only our own prefix: other EAL processes may share the parent directory.
-            if d.ends_with(&self.prefix) {
-                let _ = fs::remove_dir_all(&d);
-            }
-        }
-    }
 }

@@ -483,3 +483,37 @@ fn a_lost_window_update_does_not_stall_the_connection() {
     assert!(took < Duration::from_secs(1), "resumed after {took}");
     eprintln!("window reopened after a lost update in {took} (simulated)");
 }
+
+/// Our FIN goes first, then the peer sends its last bytes and its FIN: the connection
+/// reaches TIME-WAIT with those bytes unread, and they must still be readable.
+#[test]
+fn data_before_the_peers_fin_survives_time_wait() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    net.b.listen(PORT).unwrap();
+    let (ca, cb) = connect_n(&mut net, 1)[0];
+    net.a.close(ca).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.b.peer_closed(cb) == Ok(true)
+    });
+    let last = pattern(42, 20_000);
+    assert_eq!(net.b.send(cb, &last).unwrap(), last.len());
+    net.b.close(cb).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.a.tcp_state(ca) == Ok(smoltcp::socket::tcp::State::TimeWait)
+    });
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    net.run_until(Duration::from_secs(5), |net| {
+        while let Ok(n) = net.a.recv(ca, &mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        got.len() == last.len()
+    });
+    assert_eq!(got, last);
+    net.run_until(Duration::from_secs(5), |net| {
+        net.ev_a.contains(&StackEvent::Closed(ca))
+    });
+}
