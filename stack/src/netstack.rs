@@ -112,7 +112,10 @@ pub enum StackEvent {
     },
     /// An outbound connection is established.
     Connected(ConnId),
-    /// Bytes are waiting (or the peer finished sending): call [`NetStack::recv`].
+    /// Bytes are waiting (or the peer finished sending): call [`NetStack::recv`]. Reported
+    /// once until the receive queue is drained (edge-triggered): an application that stops
+    /// reading early must come back by itself (e.g. on `Writable`, see
+    /// [`NetStack::notify_writable`]).
     Readable(ConnId),
     /// Room opened up after a short [`NetStack::send`].
     Writable(ConnId),
@@ -674,6 +677,18 @@ impl<P: Port> NetStack<P> {
             }
         }
         Ok(n)
+    }
+
+    /// Asks for a `Writable` event once send room opens (for an application that holds
+    /// back input until it can answer: it stops reading, so no `Readable` would wake it).
+    pub fn notify_writable(&mut self, id: ConnId) -> Result<(), StackError> {
+        self.conn(id)?;
+        if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
+            c.want_write = true;
+        }
+        let shard = self.slab[id.idx as usize].as_ref().map_or(0, |c| c.shard);
+        self.mark(shard);
+        Ok(())
     }
 
     /// Takes received bytes; `Ok(0)` with nothing buffered means none yet, or — when

@@ -133,6 +133,7 @@ macro_rules! rte_call {
 
 mod eal;
 mod ethdev;
+mod launch;
 mod mbuf;
 mod mempool;
 mod ring;
@@ -142,6 +143,7 @@ pub use ethdev::{
     Configured, DevInfo, EthPort, Link, PortConfig, PortState, PortStats, RxQueue, Started,
     TxQueue, Unconfigured,
 };
+pub use launch::{worker_lcores, LcoreHandle, LcorePanicked, LcoreResult, LcoreScope};
 pub use mbuf::Mbuf;
 pub use mempool::{Mempool, PoolSizing};
 pub use ring::RingLink;
