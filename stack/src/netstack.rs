@@ -240,6 +240,9 @@ struct Tx<P: Port> {
     stats: StackStats,
 }
 
+/// Extra egress passes per shard poll (see `poll_shard`): a burst of segments per turn.
+const EGRESS_PASSES: usize = 64;
+
 /// Packets wait this long for an ARP answer.
 const UNRESOLVED_WAIT: Duration = Duration::from_secs(1);
 /// At most this many packets wait for ARP answers.
@@ -254,6 +257,11 @@ impl<P: Port> Tx<P> {
         } else {
             self.gateway.unwrap_or(dst)
         }
+    }
+
+    /// Frames handed over and not yet sent (queued for the device or waiting for ARP).
+    fn queued(&self) -> u64 {
+        (self.queue.len() + self.unresolved.len()) as u64
     }
 
     fn full(&self) -> bool {
@@ -951,6 +959,17 @@ impl<P: Port> NetStack<P> {
                 mtu: self.mtu,
             };
             sh.iface.poll(now, &mut dev, &mut sh.sockets);
+            // smoltcp 0.12 emits at most one segment per socket per egress pass (0.13 made
+            // egress exhaustive): keep passing while segments come out, up to a burst, so a
+            // sending connection fills its window in one turn rather than one segment per
+            // turn.
+            for _ in 0..EGRESS_PASSES {
+                let before = dev.tx.stats.tx_no_buffer + dev.tx.queued();
+                sh.iface.poll_egress(now, &mut dev, &mut sh.sockets);
+                if dev.tx.stats.tx_no_buffer + dev.tx.queued() == before || dev.tx.full() {
+                    break;
+                }
+            }
             sh.dirty = false;
         }
         self.after_poll(i);
