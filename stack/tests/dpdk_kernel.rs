@@ -47,13 +47,13 @@
 #[path = "common/eal.rs"]
 mod eal_common;
 
+use std::fs;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
-use std::{env, fs};
 
 use eal_common::RuntimeDir;
 use smoltcp::time::{Duration, Instant};
@@ -248,9 +248,7 @@ fn dpdk_kernel() {
 
 /// Prints why the test did not run, or fails if interop tests are required.
 fn skip(reason: &str) {
-    let required = env::var("MSGR_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
-    assert!(!required, "dpdk_kernel: {reason} (MSGR_REQUIRE_INTEROP=1)");
-    println!("SKIPPED dpdk_kernel: {reason}");
+    eal_common::skip("dpdk_kernel", reason);
 }
 
 /// Root, `ip` and python3: the path of the real python3 binary (not a shim), or why not.

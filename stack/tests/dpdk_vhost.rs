@@ -107,9 +107,7 @@ fn expected_stream() -> Vec<u8> {
 
 /// Prints why the test did not run, or fails if interop tests are required.
 fn skip(reason: &str) {
-    let required = env::var("MSGR_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
-    assert!(!required, "dpdk_vhost: {reason} (MSGR_REQUIRE_INTEROP=1)");
-    println!("SKIPPED dpdk_vhost: {reason}");
+    eal_common::skip("dpdk_vhost", reason);
 }
 
 // ---------------------------------------------------------------------------------------
