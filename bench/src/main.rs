@@ -9,22 +9,28 @@
 //! - `idle`: resident memory per idle connection (N sessions held open);
 //! - `sockperf`: `sockperf ping-pong --tcp` and `throughput --tcp` on loopback, the floor.
 //!
+//! Beside them (issue 4): `stack` (the userspace TCP/IP stack alone, on the in-memory link or,
+//! with `--link vhost`, two processes over DPDK vhost-user, one worker each) and `testpmd`
+//! (the raw-link ceiling on that same link).
+//!
 //! `bench all` runs everything and prints one table. The full side-by-side benchmark with
 //! the DPDK path, plots and sweeps is issue 6's.
 #![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
 
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
 use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, Messenger, TransportKind};
 use msgr::msg::{Message, MessageHeader, MsgType};
 use msgr::proto::Policy;
+use stack::IdlePolicy;
 
 /// Prints a line to stdout; a closed pipe (`bench ... | head`) is not an error.
 macro_rules! out {
@@ -34,7 +40,10 @@ macro_rules! out {
     }};
 }
 
+mod dpdklink;
 mod stackbench;
+mod testpmd;
+mod vhostbench;
 
 #[derive(Parser)]
 #[command(
@@ -103,16 +112,55 @@ enum Cmd {
         /// First client nonce (sessions are keyed by address, nonce included).
         nonce: u32,
     },
-    /// The userspace TCP/IP stack alone: two stacks on the in-memory link in one thread
-    /// (no DPDK, no kernel): echo round trips with N idle connections open beside the
-    /// measured one, and bulk throughput over one connection.
+    /// The userspace TCP/IP stack alone: two stacks over a link (mem, or DPDK vhost).
+    ///
+    /// `--link mem`: two stacks on the in-memory link in one thread (no DPDK, no kernel): echo round trips with N idle connections open beside
+    /// the measured one, and bulk throughput over one connection. `--link vhost`: two
+    /// processes over DPDK vhost-user <-> virtio-user, one worker each on its own CPU: 64 B
+    /// echo round trips and bulk A->B on one connection, beside testpmd on the same link.
     Stack {
-        /// Idle connections to hold open (each figure is measured with 10 and with this).
+        /// Idle connections to hold open (mem only: each figure is measured with 10 and with
+        /// this).
         #[arg(long, default_value_t = 1000)]
         conns: usize,
         /// Seconds per measurement.
         #[arg(long, default_value_t = 2.0)]
         seconds: f64,
+        /// The link between the two stacks.
+        #[arg(long, value_enum, default_value_t = Link::Mem)]
+        link: Link,
+        /// vhost only: each worker's idle policy: busy, yield[:SPINS], sleep[:SPINS[:MAX_US]]
+        /// (default: busy when the two sides have a CPU each, else yield:0).
+        #[arg(long)]
+        idle: Option<IdlePolicy>,
+        /// vhost only: leave out the testpmd rows.
+        #[arg(long)]
+        no_testpmd: bool,
+    },
+    /// The raw-link ceiling: two dpdk-testpmd processes on the link.
+    ///
+    /// 1-packet ping-pong, and one-way 64 B and 1500 B frames A->B (the stack's bulk
+    /// direction), on the CPUs `stack --link vhost` uses.
+    Testpmd {
+        /// The link (only vhost has a testpmd pair).
+        #[arg(long, value_enum, default_value_t = Link::Vhost)]
+        link: Link,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..=600))]
+        seconds: u64,
+    },
+    /// (internal) Side B of `stack --link vhost`: virtio-user server, echo and sink.
+    #[command(hide = true)]
+    StackPeer {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long)]
+        cpu: u32,
+        #[arg(long)]
+        idle: IdlePolicy,
+        /// Seconds after which it gives up on its own.
+        #[arg(long)]
+        watchdog: f64,
     },
     /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
@@ -125,6 +173,15 @@ enum Cmd {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
     },
+}
+
+/// The link between the two sides of a stack benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Link {
+    /// The in-memory link, both stacks in one thread.
+    Mem,
+    /// DPDK vhost-user (side A, this process) <-> virtio-user (side B, a child process).
+    Vhost,
 }
 
 fn main() -> ExitCode {
@@ -153,7 +210,32 @@ fn main() -> ExitCode {
             sockperf_tp(4096, seconds).map(|tp| out!("{tp}"))
         }),
         Cmd::IdleClients { addr, n, nonce } => idle_clients(addr, n, nonce),
-        Cmd::Stack { conns, seconds } => stackbench::run(conns, seconds),
+        Cmd::Stack {
+            conns,
+            seconds,
+            link: Link::Mem,
+            ..
+        } => stackbench::run(conns, seconds),
+        Cmd::Stack {
+            seconds,
+            link: Link::Vhost,
+            idle,
+            no_testpmd,
+            ..
+        } => vhostbench::run(seconds, idle, !no_testpmd),
+        Cmd::Testpmd {
+            link: Link::Vhost,
+            seconds,
+        } => testpmd::run(seconds),
+        Cmd::Testpmd {
+            link: Link::Mem, ..
+        } => Err("testpmd: the mem link is in-process only; use --link vhost".into()),
+        Cmd::StackPeer {
+            socket,
+            cpu,
+            idle,
+            watchdog,
+        } => vhostbench::peer_main(&socket, cpu, idle, watchdog),
         Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
     };
     match r {

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 
 pub mod dpdk;
+pub mod dpdk_files;
 pub mod dpdkport;
 pub mod l2;
 pub mod memlink;
