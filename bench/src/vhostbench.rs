@@ -22,11 +22,11 @@
 //! bounded; B is killed if anything fails and has a watchdog of its own; both runtime
 //! directories, the socket and its directory go.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -35,6 +35,7 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cid
 use stack::dpdk::{self, tsc, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
 use stack::l2::Neighbors;
 use stack::netstack::StackError;
+use stack::peer::PeerProcess;
 use stack::worker::{Clock, Handler, TscClock};
 use stack::{ConnId, DpdkPort, IdlePolicy, NetStack, StackConfig, StackEvent, Worker};
 
@@ -149,8 +150,8 @@ fn stack_vhost(seconds: f64, idle: IdlePolicy, cpus: Cpus) -> Result<Figures, St
     let sock = tmp.path.join("vhost.sock");
     // B first: its virtio-user server creates the socket (and waits in accept()).
     let watchdog = 2.0 * (seconds + WARMUP_S) + 90.0;
-    let mut peer = Peer::spawn(&sock, cpus.b, idle, watchdog)?;
-    peer.wait_socket(&sock)?;
+    let mut peer = spawn_peer(&sock, cpus.b, idle, watchdog)?;
+    peer.wait_socket(&sock, STEP_LIMIT)?;
 
     let prefix = format!("msgr-bench-a-{pid}");
     let mut runtime = RuntimeDir::new(&prefix);
@@ -220,7 +221,7 @@ impl Guard {
         }
     }
 
-    fn check(&mut self, peer: &mut Peer, conn: ConnId, ev: &Events) -> Result<(), String> {
+    fn check(&mut self, peer: &mut PeerProcess, conn: ConnId, ev: &Events) -> Result<(), String> {
         let now = tsc();
         if now < self.next {
             return Ok(());
@@ -241,7 +242,12 @@ fn err(what: &str) -> impl Fn(StackError) -> String + '_ {
 }
 
 /// Everything between A's EAL init and cleanup.
-fn measure(eal: &Eal, peer: &mut Peer, seconds: f64, idle: IdlePolicy) -> Result<Figures, String> {
+fn measure(
+    eal: &Eal,
+    peer: &mut PeerProcess,
+    seconds: f64,
+    idle: IdlePolicy,
+) -> Result<Figures, String> {
     // The vhost PMD copies each received frame into an mbuf of this pool and frees sent ones
     // at once: the pool holds what the stack holds (see tests/dpdk_vhost.rs).
     let sizing = PoolSizing {
@@ -310,7 +316,12 @@ fn measure(eal: &Eal, peer: &mut Peer, seconds: f64, idle: IdlePolicy) -> Result
     })
 }
 
-fn connect(w: &mut NodeA<'_, '_>, peer: &mut Peer, port: u16, hz: u64) -> Result<ConnId, String> {
+fn connect(
+    w: &mut NodeA<'_, '_>,
+    peer: &mut PeerProcess,
+    port: u16,
+    hz: u64,
+) -> Result<ConnId, String> {
     let c = w
         .stack
         .connect(IpEndpoint::new(IpAddress::Ipv4(IP_B), port))
@@ -326,7 +337,7 @@ fn connect(w: &mut NodeA<'_, '_>, peer: &mut Peer, port: u16, hz: u64) -> Result
 /// 64 B round trips, one at a time: the histogram (ns) and round trips per second.
 fn echo_phase(
     w: &mut NodeA<'_, '_>,
-    peer: &mut Peer,
+    peer: &mut PeerProcess,
     c: ConnId,
     seconds: f64,
     hz: u64,
@@ -380,7 +391,7 @@ fn echo_phase(
 /// Bulk A→B: payload bytes B acknowledged per second (MB/s) and A's frames per second.
 fn bulk_phase(
     w: &mut NodeA<'_, '_>,
-    peer: &mut Peer,
+    peer: &mut PeerProcess,
     c: ConnId,
     seconds: f64,
     hz: u64,
@@ -671,7 +682,10 @@ fn start_port<'a>(
 }
 
 /// Waits (bounded) for the port's link; with `peer` (A), fails early if B exits.
-fn wait_link(port: &EthPort<'_, Started>, mut peer: Option<&mut Peer>) -> Result<(), String> {
+fn wait_link(
+    port: &EthPort<'_, Started>,
+    mut peer: Option<&mut PeerProcess>,
+) -> Result<(), String> {
     let start = Instant::now();
     loop {
         if port.link().map_err(|e| format!("link: {e}"))?.up {
@@ -700,183 +714,25 @@ fn port_mac(
     })
 }
 
-/// Side B, seen from A: killed (if still running) and reaped on drop, then its runtime
-/// directory removed. Its stdout and stderr lines come through a channel.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    log: Vec<String>,
-    status: Option<ExitStatus>,
-    /// B's prefix has B's pid; dropped after the kill.
-    _runtime: RuntimeDir,
-}
-
-impl Peer {
-    fn spawn(sock: &Path, cpu: u32, idle: IdlePolicy, watchdog_s: f64) -> Result<Self, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-        let mut child = Command::new(exe)
-            .arg("stack-peer")
-            .arg("--socket")
-            .arg(sock)
-            .args(["--cpu", &cpu.to_string()])
-            .args(["--idle", &idle_arg(idle)])
-            .args(["--watchdog", &format!("{watchdog_s:.0}")])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn side B: {e}"))?;
-        let runtime = RuntimeDir::new(&format!("msgr-bench-b-{}", child.id()));
-        let (tx, lines) = mpsc::channel();
-        let mut readers = Vec::new();
-        let out = child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        let err = child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        for (tag, pipe) in [("out", out), ("err", err)] {
-            let Some(pipe) = pipe else { continue };
-            let tx = tx.clone();
-            readers.push(thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(format!("{tag}: {line}")).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        let stdin = child.stdin.take();
-        Ok(Self {
-            child,
-            stdin,
-            lines,
-            readers,
-            log: Vec::new(),
-            status: None,
-            _runtime: runtime,
-        })
-    }
-
-    fn drain(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l);
-        }
-    }
-
-    /// The rest of B's first status line `stack-peer: <tag>...`, if it printed one.
-    fn seen(&mut self, tag: &str) -> Option<String> {
-        self.drain();
-        let head = format!("{MARK} {tag}");
-        self.log
-            .iter()
-            .filter_map(|l| l.strip_prefix("out: "))
-            .find_map(|l| l.strip_prefix(&head))
-            .map(|rest| rest.trim_start_matches(':').trim().to_owned())
-    }
-
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().ok().flatten();
-        }
-        self.status
-    }
-
-    /// B's error line if it printed one, else its last lines.
-    fn tail(&mut self) -> String {
-        if let Some(e) = self.seen("error") {
-            return e;
-        }
-        let n = self.log.len();
-        self.log[n.saturating_sub(4)..].join(" | ")
-    }
-
-    /// `Err` if B has exited (it must not before A says `bye`) or reported an error.
-    fn check_running(&mut self, what: &str) -> Result<(), String> {
-        if let Some(status) = self.exited() {
-            self.join_readers();
-            return Err(format!("{what}: side B exited ({status}): {}", self.tail()));
-        }
-        if let Some(e) = self.seen("error") {
-            return Err(format!("{what}: side B: {e}"));
-        }
-        Ok(())
-    }
-
-    fn wait_line(&mut self, tag: &str, limit: Duration) -> Result<String, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(rest) = self.seen(tag) {
-                return Ok(rest);
-            }
-            self.check_running(&format!("waiting for B's {tag:?}"))?;
-            if Instant::now() > deadline {
-                return Err(format!("B: no {tag:?} in {limit:?}: {}", self.tail()));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Waits for B's socket file (B's EAL creates it while probing virtio-user).
-    fn wait_socket(&mut self, sock: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + STEP_LIMIT;
-        while !sock.exists() {
-            self.check_running("waiting for B's socket")?;
-            if Instant::now() > deadline {
-                return Err(format!(
-                    "no socket {} from B in {STEP_LIMIT:?}: {}",
-                    sock.display(),
-                    self.tail()
-                ));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    fn send_line(&mut self, line: &str) -> Result<(), String> {
-        let stdin = self.stdin.as_mut().ok_or("B's stdin is closed")?;
-        stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|()| stdin.flush())
-            .map_err(|e| format!("telling B {line:?}: {e}"))
-    }
-
-    fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus, String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(s) = self.exited() {
-                self.join_readers();
-                return Ok(s);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("B did not exit in {limit:?}: {}", self.tail()));
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn join_readers(&mut self) {
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        self.drain();
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        self.join_readers();
-    }
+/// Starts side B (`bench stack-peer`): killed (if still running) and reaped when dropped,
+/// then its runtime directory removed.
+fn spawn_peer(
+    sock: &Path,
+    cpu: u32,
+    idle: IdlePolicy,
+    watchdog_s: f64,
+) -> Result<PeerProcess, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("stack-peer")
+        .arg("--socket")
+        .arg(sock)
+        .args(["--cpu", &cpu.to_string()])
+        .args(["--idle", &idle_arg(idle)])
+        .args(["--watchdog", &format!("{watchdog_s:.0}")]);
+    PeerProcess::spawn(cmd, "side B", MARK, |pid| format!("msgr-bench-b-{pid}"))
+        .map(|p| p.abort_on("error"))
+        .map_err(|e| format!("spawn side B: {e}"))
 }
 
 #[cfg(test)]

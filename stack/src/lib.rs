@@ -20,6 +20,8 @@ pub mod dpdkport;
 pub mod l2;
 pub mod memlink;
 pub mod netstack;
+/// Process plumbing for tests and benchmarks that run a DPDK peer in a second process.
+pub mod peer;
 pub mod port;
 pub mod rss;
 pub mod worker;

@@ -48,10 +48,9 @@
 mod eal_common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
@@ -60,6 +59,7 @@ use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
 use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
 use stack::l2::Neighbors;
+use stack::peer::forward_lines;
 use stack::worker::{Clock, Handler, MonotonicClock};
 use stack::{ConnId, DpdkPort, IdlePolicy, NetStack, StackConfig, StackEvent, Worker};
 
@@ -454,27 +454,7 @@ impl Helper {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let mut readers = Vec::new();
-        let out = child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        let err = child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        for (tag, pipe) in [("out", out), ("err", err)] {
-            let Some(pipe) = pipe else { continue };
-            let tx = tx.clone();
-            readers.push(thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(format!("{tag}: {line}")).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
+        let (lines, readers) = forward_lines(&mut child);
         Self {
             what,
             child,

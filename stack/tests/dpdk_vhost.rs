@@ -36,11 +36,11 @@ mod common;
 #[path = "common/eal.rs"]
 mod eal_common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 use std::{env, fs};
 
@@ -51,6 +51,7 @@ use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cid
 use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
 use stack::l2::Neighbors;
 use stack::netstack::StackError;
+use stack::peer::PeerProcess;
 use stack::worker::{Clock, Handler, MonotonicClock};
 use stack::{ConnId, DpdkPort, IdlePolicy, NetStack, StackConfig, StackEvent, Worker};
 
@@ -123,10 +124,11 @@ fn driver_main() {
     };
     let sock = tmp.path.join("vhost.sock");
     // B first: its virtio_user server creates the socket (and waits in accept()).
-    let mut peer = Peer::spawn(&sock);
-    eprintln!("peer B: pid {}, socket {}", peer.child.id(), sock.display());
+    let mut peer = spawn_peer(&sock);
+    eprintln!("peer B: pid {}, socket {}", peer.id(), sock.display());
     let t = StdInstant::now();
-    if let Err(reason) = peer.wait_socket(&sock) {
+    let waited = peer.wait_socket(&sock, STEP_LIMIT);
+    if let Err(reason) = or_skip(&mut peer, waited) {
         return skip(&reason);
     }
     eprintln!("peer B's socket appeared after {:?}", t.elapsed());
@@ -155,7 +157,7 @@ fn driver_main() {
     let dir = runtime.dir.clone().expect("runtime dir");
     drop(runtime);
     assert!(!dir.exists(), "{} removed", dir.display());
-    let peer_prefix = format!("stack-vhost-{}", peer.child.id());
+    let peer_prefix = peer.runtime_prefix().to_owned();
     drop(peer);
     for d in runtime_dirs(&peer_prefix) {
         assert!(!d.exists(), "B's {} removed", d.display());
@@ -183,7 +185,7 @@ type Node<'p, 'a> = Worker<DpdkPort<'p, 'a>, Recorder, MonotonicClock>;
 
 /// Everything between A's EAL init and cleanup; `Err` is a reason to skip (B could not
 /// start its EAL). Whatever it made is gone before it returns or unwinds.
-fn drive(eal: &Eal, peer: &mut Peer) -> Result<(), String> {
+fn drive(eal: &Eal, peer: &mut PeerProcess) -> Result<(), String> {
     assert_eq!(eal.port_count(), 1, "the vhost port and nothing else");
     // The vhost PMD copies each received frame into an mbuf of this pool at rx_burst and
     // frees transmitted ones at once (it has no descriptors of ours): the pool holds what
@@ -212,7 +214,8 @@ fn drive(eal: &Eal, peer: &mut Peer) -> Result<(), String> {
     let t_start = StdInstant::now();
     let port = start_port(eal, &pool, "net_vhost");
     let link_up = wait_link(&port, Some(peer))?;
-    let ready = peer.wait_line("ready", STEP_LIMIT)?;
+    let ready = peer.wait_line("ready", STEP_LIMIT);
+    let ready = or_skip(peer, ready)?;
     eprintln!(
         "A: port {} ({}) started, link up {link_up:?} after start ({:?} from open); \
          B: {ready}",
@@ -237,9 +240,9 @@ fn drive(eal: &Eal, peer: &mut Peer) -> Result<(), String> {
     exchange(&mut w, peer);
 
     // B reported `closed`: from here on A does not poll. B stops, closes and exits.
-    peer.send_line("bye");
+    peer.send_line("bye").unwrap_or_else(|e| panic!("{e}"));
     let t = StdInstant::now();
-    let status = peer.wait_exit(STEP_LIMIT);
+    let status = peer.wait_exit(STEP_LIMIT).unwrap_or_else(|e| panic!("{e}"));
     let out = peer.output();
     assert!(status.success(), "B failed ({status}): {out}");
     let done = peer
@@ -293,7 +296,7 @@ fn drive(eal: &Eal, peer: &mut Peer) -> Result<(), String> {
 }
 
 /// Connect, 2 MiB echoed, round trips, close; returns once B reported `closed`.
-fn exchange(w: &mut Node<'_, '_>, peer: &mut Peer) {
+fn exchange(w: &mut Node<'_, '_>, peer: &mut PeerProcess) {
     let remote = IpEndpoint::new(IpAddress::Ipv4(ip_b()), PORT);
     let c = w.stack.connect(remote).expect("connect");
     let took = run_until(w, peer, CONNECT_LIMIT, "ARP + connect", |w, _| {
@@ -367,10 +370,10 @@ fn exchange(w: &mut Node<'_, '_>, peer: &mut Peer) {
 /// exits. Returns the time it took.
 fn run_until(
     w: &mut Node<'_, '_>,
-    peer: &mut Peer,
+    peer: &mut PeerProcess,
     limit: StdDuration,
     what: &str,
-    mut done: impl FnMut(&mut Node<'_, '_>, &mut Peer) -> bool,
+    mut done: impl FnMut(&mut Node<'_, '_>, &mut PeerProcess) -> bool,
 ) -> StdDuration {
     let start = StdInstant::now();
     let mut checked = start;
@@ -381,7 +384,7 @@ fn run_until(
         let now = StdInstant::now();
         if now - checked > StdDuration::from_millis(20) {
             checked = now;
-            peer.check_running(what);
+            peer.check_running(what).unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 now - start < limit,
                 "{what}: not done within {limit:?}; stack {:?}; events {:?}; B: {}",
@@ -440,194 +443,27 @@ impl Drop for TempDir {
     }
 }
 
-/// Process B, seen from A: killed (if still running) and reaped when dropped, then its
-/// runtime directory removed. Its output lines (stdout and stderr) come through a channel
-/// from two reader threads.
-struct Peer {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    log: Vec<String>,
-    status: Option<ExitStatus>,
-    /// Removes B's runtime directory (its prefix has B's pid); dropped after the kill.
-    _runtime: RuntimeDir,
+/// Starts process B: killed (if still running) and reaped when dropped, then its runtime
+/// directory removed. Its output lines (stdout and stderr) come through a channel from two
+/// reader threads; failures show all of them.
+fn spawn_peer(sock: &Path) -> PeerProcess {
+    let exe = env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", "dpdk_vhost", "--nocapture", "--test-threads=1"])
+        .env(PEER_ENV, format!("{},{PEER_ROLE}", sock.display()));
+    PeerProcess::spawn(cmd, "B", MARK, |pid| format!("stack-vhost-{pid}"))
+        .expect("spawn B")
+        .abort_on("skip")
+        .context_lines(usize::MAX)
 }
 
-impl Peer {
-    fn spawn(sock: &Path) -> Self {
-        let exe = env::current_exe().expect("current_exe");
-        let mut child = Command::new(exe)
-            .args(["--exact", "dpdk_vhost", "--nocapture", "--test-threads=1"])
-            .env(PEER_ENV, format!("{},{PEER_ROLE}", sock.display()))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn B");
-        let runtime = RuntimeDir::new(&format!("stack-vhost-{}", child.id()));
-        let (tx, lines) = mpsc::channel();
-        let mut readers = Vec::new();
-        let out = child
-            .stdout
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        let err = child
-            .stderr
-            .take()
-            .map(|r| Box::new(r) as Box<dyn Read + Send>);
-        for (tag, pipe) in [("out", out), ("err", err)] {
-            let Some(pipe) = pipe else { continue };
-            let tx = tx.clone();
-            readers.push(thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    if tx.send(format!("{tag}: {line}")).is_err() {
-                        return;
-                    }
-                }
-            }));
-        }
-        let stdin = child.stdin.take();
-        Self {
-            child,
-            stdin,
-            lines,
-            readers,
-            log: Vec::new(),
-            status: None,
-            _runtime: runtime,
-        }
-    }
-
-    /// Takes in the lines printed so far.
-    fn drain(&mut self) {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l);
-        }
-    }
-
-    /// The rest of B's first status line `vhost-peer: <tag> ...`, if it printed one. (It
-    /// may follow libtest's `test dpdk_vhost ... ` on the same line.)
-    fn seen(&mut self, tag: &str) -> Option<String> {
-        self.drain();
-        let head = format!("{MARK} {tag}");
-        self.log
-            .iter()
-            .filter_map(|l| l.strip_prefix("out: "))
-            .find_map(|l| l.find(&head).map(|at| &l[at + head.len()..]))
-            .map(|rest| rest.trim_start_matches(':').trim().to_owned())
-    }
-
-    /// Its exit status, once it has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("wait for B");
-        }
-        self.status
-    }
-
-    /// Fails if B has exited (it must not before A says bye).
-    fn check_running(&mut self, what: &str) {
-        if let Some(status) = self.exited() {
-            self.join_readers();
-            panic!("{what}: B exited early ({status}): {}", self.output());
-        }
-    }
-
-    /// Waits for B's status line `tag` (its rest returned); `Err` if B reported that it
-    /// skips (its EAL did not start). Fails if B exits first or after `limit`.
-    fn wait_line(&mut self, tag: &str, limit: StdDuration) -> Result<String, String> {
-        let deadline = StdInstant::now() + limit;
-        loop {
-            if let Some(rest) = self.seen(tag) {
-                return Ok(rest);
-            }
-            if let Some(reason) = self.seen("skip") {
-                return Err(format!("in B: {reason}"));
-            }
-            self.check_running(&format!("waiting for B's {tag:?}"));
-            assert!(
-                StdInstant::now() < deadline,
-                "B: no {tag:?} within {limit:?}: {}",
-                self.output()
-            );
-            match self.lines.recv_timeout(StdDuration::from_millis(10)) {
-                Ok(l) => self.log.push(l),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {}
-            }
-        }
-    }
-
-    /// Waits for B's socket file (B's EAL creates it while probing virtio_user).
-    fn wait_socket(&mut self, sock: &Path) -> Result<(), String> {
-        let deadline = StdInstant::now() + STEP_LIMIT;
-        while !sock.exists() {
-            if let Some(reason) = self.seen("skip") {
-                return Err(format!("in B: {reason}"));
-            }
-            self.check_running("waiting for B's socket");
-            assert!(
-                StdInstant::now() < deadline,
-                "no socket {} within {STEP_LIMIT:?}: {}",
-                sock.display(),
-                self.output()
-            );
-            thread::sleep(StdDuration::from_millis(5));
-        }
-        Ok(())
-    }
-
-    fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("B's stdin");
-        let sent = stdin
-            .write_all(format!("{line}\n").as_bytes())
-            .and_then(|()| stdin.flush());
-        if let Err(e) = sent {
-            panic!("telling B {line:?}: {e}: {}", self.output());
-        }
-    }
-
-    /// Waits (at most `limit`) for B to exit; its status.
-    fn wait_exit(&mut self, limit: StdDuration) -> ExitStatus {
-        let deadline = StdInstant::now() + limit;
-        loop {
-            if let Some(s) = self.exited() {
-                self.join_readers();
-                return s;
-            }
-            assert!(
-                StdInstant::now() < deadline,
-                "B did not exit within {limit:?}: {}",
-                self.output()
-            );
-            thread::sleep(StdDuration::from_millis(5));
-        }
-    }
-
-    fn join_readers(&mut self) {
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        self.drain();
-    }
-
-    /// Everything it printed so far (for messages).
-    fn output(&mut self) -> String {
-        self.drain();
-        self.log.join(" | ")
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        self.stdin = None;
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        self.join_readers();
-        // (`_runtime` is dropped after this: B's runtime directory goes.)
-    }
+/// A wait's `Err` as a reason to skip if B reported that it skips (its EAL did not start),
+/// else a failure.
+fn or_skip<T>(peer: &mut PeerProcess, r: Result<T, String>) -> Result<T, String> {
+    r.map_err(|e| match peer.seen("skip") {
+        Some(reason) => format!("in B: {reason}"),
+        None => panic!("{e}"),
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -887,7 +723,7 @@ fn start_port<'a>(eal: &'a Eal, pool: &'a Mempool<'a>, driver: &str) -> EthPort<
 /// B exits, and returns `Err` if B reported that it skips.
 fn wait_link(
     port: &EthPort<'_, Started>,
-    mut peer: Option<&mut Peer>,
+    mut peer: Option<&mut PeerProcess>,
 ) -> Result<StdDuration, String> {
     let start = StdInstant::now();
     loop {
@@ -895,10 +731,8 @@ fn wait_link(
             return Ok(start.elapsed());
         }
         if let Some(p) = peer.as_deref_mut() {
-            if let Some(reason) = p.seen("skip") {
-                return Err(format!("in B: {reason}"));
-            }
-            p.check_running("waiting for link up");
+            let running = p.check_running("waiting for link up");
+            or_skip(p, running)?;
         }
         assert!(
             start.elapsed() < STEP_LIMIT,
