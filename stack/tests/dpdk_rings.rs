@@ -106,6 +106,10 @@ fn run(eal: &Eal) {
     let pb = start_port(pb, &pool_b);
     assert!(pa.link().expect("link a").up && pb.link().expect("link b").up);
 
+    // No RSS on ring ports: no redirection table to program, one queue in the model.
+    let e = pa.set_reta(&[0]).expect_err("no RSS, no RETA");
+    assert_eq!(e.errno, errno::ENOTSUP, "{e}");
+    assert_eq!(pa.steering(None), stack::rss::Steering::single());
     let mac_a = port_mac(&pa, MAC_A);
     let mac_b = port_mac(&pb, MAC_B);
     let port_a = DpdkPort::new(&pa, 0, &pool_a).expect("queue pair a");

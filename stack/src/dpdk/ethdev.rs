@@ -294,6 +294,14 @@ impl<'a> EthPort<'a, Unconfigured> {
                 }
                 Some(k.clone())
             }
+            // Always our own key: a PMD's default key differs between drivers, and the
+            // stack must predict the hash (`EthPort::steering`). Toeplitz over a TCP/IPv4
+            // 4-tuple reads the first 16 bytes; a longer key is padded.
+            (None, true) => {
+                let mut k = crate::rss::DEFAULT_KEY.to_vec();
+                k.resize(usize::from(info.hash_key_size), 0);
+                Some(k)
+            }
             _ => None,
         };
         let mut enabled = PortConfig {
@@ -450,6 +458,71 @@ impl<'a> EthPort<'a, Started> {
             _port: PhantomData,
             _not_sync: PhantomData,
         })
+    }
+
+    /// Programs the RSS redirection table: hash `% table.len()` -> RX queue. The table must
+    /// have the device's `reta_size` entries, each an RX queue of this port; `ENOTSUP` when
+    /// RSS is not enabled on the port (the device has none, or one RX queue).
+    pub fn set_reta(&self, table: &[u16]) -> Result<(), DpdkError> {
+        const OP: &str = "rte_eth_dev_rss_reta_update";
+        let cfg = self.config();
+        if !cfg.rss {
+            return Err(DpdkError::new(OP, errno::ENOTSUP));
+        }
+        let size = usize::from(self.info.reta_size);
+        if size == 0 || table.len() != size || table.iter().any(|&q| q >= cfg.rx_queues) {
+            return Err(DpdkError::new(OP, errno::EINVAL));
+        }
+        let group = sys::RTE_ETH_RETA_GROUP_SIZE as usize;
+        let mut conf: Vec<sys::rte_eth_rss_reta_entry64> = table
+            .chunks(group)
+            .map(|chunk| {
+                let mut e = sys::rte_eth_rss_reta_entry64 {
+                    mask: if chunk.len() == 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << chunk.len()) - 1
+                    },
+                    reta: [0; 64],
+                };
+                e.reta[..chunk.len()].copy_from_slice(chunk);
+                e
+            })
+            .collect();
+        // SAFETY: a started port we own; `conf` holds reta_size / 64 (rounded up) groups,
+        // each with its mask, as the call expects for `reta_size` entries.
+        unsafe {
+            rte_call!(rte_eth_dev_rss_reta_update(
+                self.own.id,
+                conf.as_mut_ptr(),
+                self.info.reta_size
+            ))?
+        };
+        Ok(())
+    }
+
+    /// How the device spreads received TCP/IPv4 flows over RX queues, as the stack's
+    /// software model: with RSS enabled, the key programmed at `configure` and the RETA
+    /// given (the table passed to `set_reta`; `None` assumes the usual round-robin default —
+    /// call `set_reta` to be sure); without RSS, every packet on queue 0. Outbound connections choose their
+    /// local port by it (see [`crate::rss`]).
+    pub fn steering(&self, reta: Option<&[u16]>) -> crate::rss::Steering {
+        let cfg = self.config();
+        if !cfg.rss || cfg.rx_queues <= 1 {
+            return crate::rss::Steering::single();
+        }
+        let key = cfg
+            .rss_key
+            .clone()
+            .unwrap_or_else(|| crate::rss::DEFAULT_KEY.to_vec());
+        let size = usize::from(self.info.reta_size.max(1));
+        let reta = match reta {
+            Some(t) => t.to_vec(),
+            None => (0..size)
+                .map(|i| (i % usize::from(cfg.rx_queues)) as u16)
+                .collect(),
+        };
+        crate::rss::Steering { key, reta }
     }
 
     /// `rte_eth_dev_stop`; the queues stay set up, so the port can start again. On error
