@@ -112,12 +112,35 @@ impl MemLink {
             MemPort {
                 link: self.clone(),
                 dir: Dir::AtoB,
+                queue: None,
             },
             MemPort {
                 link: self.clone(),
                 dir: Dir::BtoA,
+                queue: None,
             },
         )
+    }
+
+    /// End `a`, and end `b` as a device with `n` queues that spreads received frames by a
+    /// hash of their addresses and ports which is *not* the stack's Toeplitz (as a kernel's
+    /// af_packet fanout or a NIC without RSS configured would): the stack cannot predict
+    /// the queue of a flow. Frames other than TCP/IPv4 go to queue 0.
+    pub fn multi_queue(&self, n: usize) -> (MemPort, Vec<MemPort>) {
+        let n = n.max(1);
+        let a = MemPort {
+            link: self.clone(),
+            dir: Dir::AtoB,
+            queue: None,
+        };
+        let bs = (0..n)
+            .map(|i| MemPort {
+                link: self.clone(),
+                dir: Dir::BtoA,
+                queue: Some((i, n)),
+            })
+            .collect();
+        (a, bs)
     }
 
     pub fn set_now(&self, now: Instant) {
@@ -153,10 +176,32 @@ impl MemLink {
     }
 }
 
-/// One end of a [`MemLink`].
+/// One end of a [`MemLink`] (or one queue of it, see [`MemLink::multi_queue`]).
 pub struct MemPort {
     link: MemLink,
     dir: Dir,
+    /// (this queue, queues): receive only the frames the fanout gives this queue.
+    queue: Option<(usize, usize)>,
+}
+
+/// The fanout of [`MemLink::multi_queue`]: FNV-1a over the IPv4 addresses and TCP ports.
+fn fanout(frame: &[u8], n: usize) -> usize {
+    const ETH: usize = 14;
+    if n <= 1 || frame.len() < ETH + 24 || frame[12..14] != [0x08, 0x00] || frame[ETH + 9] != 6 {
+        return 0;
+    }
+    let ihl = usize::from(frame[ETH] & 0x0f) * 4;
+    if frame.len() < ETH + ihl + 4 {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in frame[ETH + 12..ETH + 20]
+        .iter()
+        .chain(&frame[ETH + ihl..ETH + ihl + 4])
+    {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+    }
+    (h % n as u64) as usize
 }
 
 impl Port for MemPort {
@@ -172,9 +217,29 @@ impl Port for MemPort {
         let q = &mut g.flight[from];
         // Deliver in (time, send order).
         q.sort_by_key(|(t, s, _)| (*t, *s));
-        let ready = q.iter().take_while(|(t, _, _)| *t <= now).count().min(max);
-        let n = ready;
-        out.extend(q.drain(..n).map(|(_, _, f)| f));
+        let ready = q.iter().take_while(|(t, _, _)| *t <= now).count();
+        let n = match self.queue {
+            None => {
+                let n = ready.min(max);
+                out.extend(q.drain(..n).map(|(_, _, f)| f));
+                n
+            }
+            Some((me, queues)) => {
+                let mut taken = 0;
+                let mut i = 0;
+                let mut left = ready;
+                while left > 0 && taken < max {
+                    left -= 1;
+                    if fanout(&q[i].2, queues) == me {
+                        out.push(q.remove(i).2);
+                        taken += 1;
+                    } else {
+                        i += 1;
+                    }
+                }
+                taken
+            }
+        };
         g.stats[from].delivered += n as u64;
         n
     }

@@ -28,9 +28,39 @@ use smoltcp::wire::{
 };
 use tracing::{debug, trace};
 
+use crossbeam_queue::ArrayQueue;
+
 use crate::l2::{self, ArpAction, NeighborCache, Neighbors, ETH_HLEN};
 use crate::port::Port;
 use crate::rss::Steering;
+
+/// Frames of flows another worker owns, handed over between the workers of one port.
+///
+/// A device with RSS steers each flow to the queue of its owner (the stack picks local ports
+/// so that replies come back there, see [`crate::rss`]). A device without it — or one whose
+/// spreading the stack cannot predict, like af_packet's kernel fanout — delivers a flow's
+/// packets to whichever queue it likes. Then ownership follows the stack's own model
+/// (`StackConfig::steering`, `StackConfig::queue`) and a worker that receives a frame of a
+/// flow it does not own pushes it onto the owner's queue, which the owner drains each turn.
+pub struct Forwarding<F> {
+    me: usize,
+    queues: Arc<[ArrayQueue<F>]>,
+}
+
+impl<F> Forwarding<F> {
+    /// One handle per worker (worker `i` gets index `i`), each queue `depth` frames deep.
+    pub fn group(workers: usize, depth: usize) -> Vec<Self> {
+        let queues: Arc<[ArrayQueue<F>]> = (0..workers.max(1))
+            .map(|_| ArrayQueue::new(depth.max(1)))
+            .collect();
+        (0..workers.max(1))
+            .map(|me| Self {
+                me,
+                queues: Arc::clone(&queues),
+            })
+            .collect()
+    }
+}
 
 /// Configuration of one worker's stack.
 #[derive(Debug, Clone)]
@@ -180,6 +210,10 @@ pub struct StackStats {
     pub handshakes_dropped: u64,
     /// Listeners not replaced because a shard had `max_half_open` handshakes in flight.
     pub listen_limited: u64,
+    /// Frames handed to the worker that owns their flow ([`Forwarding`]).
+    pub forwarded: u64,
+    /// Frames dropped because the owner's forwarding queue was full.
+    pub forward_full: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,6 +487,7 @@ pub struct NetStack<P: Port> {
     active: Vec<usize>,
     /// Shard deadlines: (when, shard).
     timers: BTreeSet<(Instant, usize)>,
+    fwd: Option<Forwarding<P::Frame>>,
 }
 
 impl<P: Port> NetStack<P> {
@@ -521,7 +556,15 @@ impl<P: Port> NetStack<P> {
             rx_scratch: Vec::new(),
             active: Vec::new(),
             timers: BTreeSet::new(),
+            fwd: None,
         }
+    }
+
+    /// Hands frames of flows owned by other workers over (see [`Forwarding`]); this
+    /// worker's index in the group must be `config().queue`.
+    pub fn set_forwarding(&mut self, fwd: Forwarding<P::Frame>) {
+        debug_assert_eq!(fwd.me, usize::from(self.cfg.queue));
+        self.fwd = Some(fwd);
     }
 
     pub fn config(&self) -> &StackConfig {
@@ -818,6 +861,15 @@ impl<P: Port> NetStack<P> {
             }
         }
         self.rx_scratch = frames;
+        // Frames other workers received for our flows.
+        if let Some(q) = self.fwd.as_ref().map(|f| Arc::clone(&f.queues)) {
+            let me = usize::from(self.cfg.queue);
+            for _ in 0..self.cfg.rx_burst.max(1) * 4 {
+                let Some(f) = q[me].pop() else { break };
+                work = true;
+                self.demux(f, now);
+            }
+        }
         if !self.tx.unresolved.is_empty() {
             self.tx.resolved(now);
         }
@@ -912,6 +964,16 @@ impl<P: Port> NetStack<P> {
                     let t = &p[ihl..];
                     let sport = u16::from_be_bytes([t[0], t[1]]);
                     let dport = u16::from_be_bytes([t[2], t[3]]);
+                    if let Some(fwd) = &self.fwd {
+                        let owner = usize::from(self.cfg.steering.queue_of(src, to, sport, dport));
+                        if owner != fwd.me && owner < fwd.queues.len() {
+                            match fwd.queues[owner].push(frame) {
+                                Ok(()) => self.tx.stats.forwarded += 1,
+                                Err(_) => self.tx.stats.forward_full += 1,
+                            }
+                            return;
+                        }
+                    }
                     let shard = self.shard_of(src, sport, dport);
                     // A connection request (SYN without ACK) to a port we listen on.
                     if t[13] & 0x12 == 0x02 && self.listening.contains(&dport) {
