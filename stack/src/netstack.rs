@@ -841,7 +841,11 @@ impl<P: Port> NetStack<P> {
 
     /// When the stack next needs a poll without new packets (a timer), if ever.
     pub fn poll_at(&self) -> Option<Instant> {
-        if !self.active.is_empty() {
+        let forwarded = self
+            .fwd
+            .as_ref()
+            .is_some_and(|f| !f.queues[f.me].is_empty());
+        if !self.active.is_empty() || forwarded {
             return Some(Instant::ZERO);
         }
         self.timers.first().map(|(t, _)| *t)
@@ -862,8 +866,7 @@ impl<P: Port> NetStack<P> {
         }
         self.rx_scratch = frames;
         // Frames other workers received for our flows.
-        if let Some(q) = self.fwd.as_ref().map(|f| Arc::clone(&f.queues)) {
-            let me = usize::from(self.cfg.queue);
+        if let Some((q, me)) = self.fwd.as_ref().map(|f| (Arc::clone(&f.queues), f.me)) {
             for _ in 0..self.cfg.rx_burst.max(1) * 4 {
                 let Some(f) = q[me].pop() else { break };
                 work = true;
