@@ -46,20 +46,20 @@
 
 #[path = "common/eal.rs"]
 mod eal_common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::path::Path;
+use std::thread::{self};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use eal_common::RuntimeDir;
+use netns::{ip, kernel_pattern, preflight, Helper, Lab, MTU, STEP_LIMIT};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Cidr};
 use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
 use stack::l2::Neighbors;
-use stack::peer::forward_lines;
 use stack::worker::{Clock, Handler, MonotonicClock};
 use stack::{ConnId, DpdkPort, IdlePolicy, NetStack, StackConfig, StackEvent, Worker};
 
@@ -75,10 +75,8 @@ const ECHO: usize = 1 << 20;
 const SEED_UP: u32 = 1;
 const SEED_DOWN: u32 = 2;
 const SEED_ECHO: u32 = 3;
-const MTU: u16 = 1500;
 const POOL_CACHE: u32 = 256;
 /// Limits: setup steps and helpers' readiness; the handshakes; a data phase.
-const STEP_LIMIT: StdDuration = StdDuration::from_secs(20);
 const CONNECT_LIMIT: StdDuration = StdDuration::from_secs(10);
 const PHASE_LIMIT: StdDuration = StdDuration::from_secs(90);
 
@@ -200,7 +198,7 @@ fn dpdk_kernel() {
     };
     let pid = std::process::id();
     // Declared first, so removed last: after EAL cleanup and the runtime directory.
-    let lab = match Lab::create(pid, python) {
+    let lab = match Lab::create(pid, ["t", "msgrd", "msgrn"], 99, python, PY) {
         Ok(lab) => lab,
         Err(e) => return skip(&format!("cannot create a network namespace: {e}")),
     };
@@ -249,298 +247,6 @@ fn dpdk_kernel() {
 /// Prints why the test did not run, or fails if interop tests are required.
 fn skip(reason: &str) {
     eal_common::skip("dpdk_kernel", reason);
-}
-
-/// Root, `ip` and python3: the path of the real python3 binary (not a shim), or why not.
-fn preflight() -> Result<PathBuf, String> {
-    let status = fs::read_to_string("/proc/self/status").map_err(|e| format!("/proc: {e}"))?;
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .ok_or("no Uid in /proc/self/status")?;
-    if euid != "0" {
-        return Err(format!("needs root for network namespaces (euid {euid})"));
-    }
-    ip(&["-V"]).map_err(|e| format!("no usable `ip`: {e}"))?;
-    let out = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("no python3: {e}"))?;
-    let exe = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    if !out.status.success() || exe.is_empty() || !Path::new(&exe).exists() {
-        return Err(format!("python3 does not run ({})", out.status));
-    }
-    Ok(PathBuf::from(exe))
-}
-
-/// Runs `ip` with `args`; its stdout, or its stderr as the error.
-fn ip(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(format!(
-            "ip {}: {}: {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// The namespace and the veth pair of this test process; dropping it deletes both.
-struct Lab {
-    ns: String,
-    /// The root-namespace end, for DPDK.
-    dev: String,
-    /// The namespace end, the kernel's.
-    peer: String,
-    subnet: u8,
-    python: PathBuf,
-}
-
-impl Lab {
-    /// Creates the namespace (nothing else yet): the guard exists from here on.
-    fn create(pid: u32, python: PathBuf) -> Result<Self, String> {
-        let lab = Self {
-            ns: format!("msgr-t-{pid}"),
-            dev: format!("msgrd{pid}"),
-            peer: format!("msgrn{pid}"),
-            // Any subnet works (the namespace has its own routes and the root namespace
-            // gets no address); vary it anyway, for readable captures.
-            subnet: (pid % 200 + 20) as u8,
-            python,
-        };
-        ip(&["netns", "add", &lab.ns])?;
-        Ok(lab)
-    }
-
-    fn kernel_ip(&self) -> Ipv4Address {
-        Ipv4Address::new(10, 99, self.subnet, 1)
-    }
-
-    fn our_ip(&self) -> Ipv4Address {
-        Ipv4Address::new(10, 99, self.subnet, 2)
-    }
-
-    /// The veth pair, one end in the namespace with the kernel's address, offloads off on
-    /// both; the root end up without an address.
-    fn setup(&self) -> Result<(), String> {
-        let (ns, dev, peer) = (self.ns.as_str(), self.dev.as_str(), self.peer.as_str());
-        let mtu = MTU.to_string();
-        ip(&[
-            "link", "add", dev, "mtu", &mtu, "type", "veth", "peer", "name", peer, "mtu", &mtu,
-            "netns", ns,
-        ])?;
-        self.prep(false, dev, "dpdk")?;
-        ip(&["link", "set", dev, "up"])?;
-        ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        self.prep(true, peer, "kernel")?;
-        let cidr = format!("{}/24", self.kernel_ip());
-        ip(&["-n", ns, "addr", "add", &cidr, "dev", peer])?;
-        ip(&["-n", ns, "link", "set", peer, "up"])?;
-        let deadline = StdInstant::now() + STEP_LIMIT;
-        while fs::read_to_string(format!("/sys/class/net/{dev}/operstate"))
-            .map_err(|e| format!("{dev}: {e}"))?
-            .trim()
-            != "up"
-        {
-            if StdInstant::now() > deadline {
-                return Err(format!("{dev} not up after {STEP_LIMIT:?}"));
-            }
-            thread::sleep(StdDuration::from_millis(10));
-        }
-        let mtu_now = fs::read_to_string(format!("/sys/class/net/{dev}/mtu"))
-            .map_err(|e| format!("{dev}: {e}"))?;
-        if mtu_now.trim() != mtu {
-            return Err(format!("{dev}: MTU {} not {mtu}", mtu_now.trim()));
-        }
-        Ok(())
-    }
-
-    /// Runs the `prep` helper for `iface`, in the namespace or not.
-    fn prep(&self, in_ns: bool, iface: &str, role: &str) -> Result<(), String> {
-        let out = self
-            .python(in_ns, &["prep", iface, role])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("prep {iface}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "prep {iface}: {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-
-    /// `python3 -c PY args`, in the namespace (through `ip netns exec`, which execs it: the
-    /// child's pid is python's) or in the root namespace.
-    fn python(&self, in_ns: bool, args: &[&str]) -> Command {
-        let mut cmd;
-        if in_ns {
-            cmd = Command::new("ip");
-            cmd.args(["netns", "exec", &self.ns]).arg(&self.python);
-        } else {
-            cmd = Command::new(&self.python);
-        }
-        cmd.arg("-c").arg(PY).args(args);
-        cmd
-    }
-
-    fn dev_mac(&self) -> Result<EthernetAddress, String> {
-        let s = fs::read_to_string(format!("/sys/class/net/{}/address", self.dev))
-            .map_err(|e| format!("{}: {e}", self.dev))?;
-        let b: Vec<u8> = s
-            .trim()
-            .split(':')
-            .filter_map(|x| u8::from_str_radix(x, 16).ok())
-            .collect();
-        <[u8; 6]>::try_from(b)
-            .map(EthernetAddress)
-            .map_err(|_| format!("{}: bad MAC {s:?}", self.dev))
-    }
-
-    /// The kernel's neighbour entry for our address ("" if none).
-    fn kernel_neighbor(&self) -> String {
-        let ours = self.our_ip().to_string();
-        ip(&["-n", &self.ns, "neigh", "show", &ours, "dev", &self.peer])
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Deleting one end deletes both, at once (a namespace's own devices go away
-        // asynchronously after `netns del`).
-        if Path::new("/sys/class/net").join(&self.dev).exists() {
-            if let Err(e) = ip(&["link", "del", &self.dev]) {
-                eprintln!("cleanup: {e}");
-            }
-        }
-        if let Err(e) = ip(&["netns", "del", &self.ns]) {
-            eprintln!("cleanup: {e}");
-        }
-    }
-}
-
-/// A kernel-side helper process; killed (if still running) and reaped when dropped. Its
-/// output lines (stdout and stderr) come through a channel from two reader threads.
-struct Helper {
-    what: &'static str,
-    child: Child,
-    lines: Receiver<String>,
-    readers: Vec<JoinHandle<()>>,
-    log: Vec<String>,
-    status: Option<ExitStatus>,
-}
-
-impl Helper {
-    fn spawn(lab: &Lab, what: &'static str, args: &[&str]) -> Self {
-        let mut child = lab
-            .python(true, args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-        let (lines, readers) = forward_lines(&mut child);
-        Self {
-            what,
-            child,
-            lines,
-            readers,
-            log: Vec::new(),
-            status: None,
-        }
-    }
-
-    /// Its exit status, once it has exited.
-    fn exited(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self
-                .child
-                .try_wait()
-                .unwrap_or_else(|e| panic!("{}: wait: {e}", self.what));
-        }
-        self.status
-    }
-
-    /// Waits (at most `limit`) for an output line equal to `out: <line>`.
-    fn wait_line(&mut self, line: &str, limit: StdDuration) {
-        let want = format!("out: {line}");
-        let what = self.what;
-        let deadline = StdInstant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(StdInstant::now());
-            match self
-                .lines
-                .recv_timeout(left.min(StdDuration::from_millis(100)))
-            {
-                Ok(l) => {
-                    let found = l == want;
-                    self.log.push(l);
-                    if found {
-                        return;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().ok();
-                    panic!(
-                        "{what} ended ({status:?}) before {line:?}: {}",
-                        self.output()
-                    );
-                }
-            }
-            assert!(
-                StdInstant::now() < deadline,
-                "{what}: no {line:?} within {limit:?}: {}",
-                self.output()
-            );
-        }
-    }
-
-    /// Everything it printed so far (for messages).
-    fn output(&mut self) -> String {
-        while let Ok(l) = self.lines.try_recv() {
-            self.log.push(l);
-        }
-        self.log.join(" | ")
-    }
-
-    /// After it exited: its status was 0, else fail with its output.
-    fn assert_success(&mut self) {
-        let status = self.exited().expect("exited");
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-        let out = self.output();
-        assert!(status.success(), "{} failed ({status}): {out}", self.what);
-        eprintln!("{}: {out}", self.what);
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        if self.exited().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        for r in self.readers.drain(..) {
-            let _ = r.join();
-        }
-    }
 }
 
 /// The test's handler: records the stack's events; the phases act on them.
@@ -869,16 +575,6 @@ fn check_same(what: &str, got: &[u8], want: &[u8]) {
             want.len()
         );
     }
-}
-
-/// The helpers' test bytes (`pattern` in [`PY`]): byte i is the top byte of
-/// (i + seed * 16777619) * 2654435761 mod 2^32, a sequence that no shift, loss or
-/// duplication of a segment reproduces.
-fn kernel_pattern(seed: u32, len: usize) -> Vec<u8> {
-    let off = seed.wrapping_mul(16_777_619);
-    (0..len)
-        .map(|i| ((i as u32).wrapping_add(off).wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect()
 }
 
 /// EAL arguments: no hugepages, no PCI, no telemetry, our own runtime-file prefix, the
