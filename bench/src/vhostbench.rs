@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use smoltcp::time::Instant as StackInstant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
-use stack::dpdk::{self, tsc, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
+use stack::dpdk::{tsc, Eal, EthPort, Mempool, PortConfig, Started};
+use stack::dpdkport::stack_pool;
 use stack::l2::Neighbors;
 use stack::netstack::StackError;
 use stack::peer::PeerProcess;
@@ -250,23 +251,8 @@ fn measure(
 ) -> Result<Figures, String> {
     // The vhost PMD copies each received frame into an mbuf of this pool and frees sent ones
     // at once: the pool holds what the stack holds (see tests/dpdk_vhost.rs).
-    let sizing = PoolSizing {
-        rx_descs: 0,
-        tx_descs: 0,
-        in_flight: 1024 + 256 + 32 + 1024,
-        lcores: 1,
-        cache: POOL_CACHE,
-        retransmit: 512,
-    };
-    let pool = Mempool::pktmbuf(
-        eal,
-        "bench_a",
-        sizing.mbufs(),
-        POOL_CACHE,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
-        eal.socket_id(),
-    )
-    .map_err(|e| format!("A: mempool: {e}"))?;
+    let pool =
+        stack_pool(eal, "bench_a", 0, 0, POOL_CACHE).map_err(|e| format!("A: mempool: {e}"))?;
     let port = start_port(eal, &pool, "net_vhost")?;
     wait_link(&port, Some(peer))?;
     let ready = peer.wait_line("ready", STEP_LIMIT)?;
@@ -562,21 +548,12 @@ impl<P: stack::Port> Handler<P> for Serve {
 fn serve(eal: &Eal, bye: &Receiver<String>, idle: IdlePolicy) -> Result<(), String> {
     // virtio-user keeps mbufs of this pool in its RX ring and sent ones in its TX ring until
     // it reclaims them, besides what the stack holds.
-    let sizing = PoolSizing {
-        rx_descs: u32::from(DESCS),
-        tx_descs: u32::from(DESCS),
-        in_flight: 1024 + 256 + 32 + 1024,
-        lcores: 1,
-        cache: POOL_CACHE,
-        retransmit: 512,
-    };
-    let pool = Mempool::pktmbuf(
+    let pool = stack_pool(
         eal,
         "bench_b",
-        sizing.mbufs(),
+        u32::from(DESCS),
+        u32::from(DESCS),
         POOL_CACHE,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
-        eal.socket_id(),
     )
     .map_err(|e| format!("B: mempool: {e}"))?;
     let port = start_port(eal, &pool, "net_virtio_user")?;

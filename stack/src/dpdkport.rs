@@ -3,7 +3,9 @@
 
 use std::collections::VecDeque;
 
-use crate::dpdk::{DpdkError, EthPort, Mbuf, Mempool, RxQueue, Started, TxQueue};
+use crate::dpdk::{
+    self, DpdkError, Eal, EthPort, Mbuf, Mempool, PoolSizing, RxQueue, Started, TxQueue,
+};
 use crate::l2::ETH_HLEN;
 use crate::port::Port;
 
@@ -46,7 +48,7 @@ impl<'p, 'a> DpdkPort<'p, 'a> {
     ) -> Result<Self, DpdkError> {
         let rx = port.rx_queue(queue)?;
         let tx = port.tx_queue(queue)?;
-        let headroom = crate::dpdk::PKTMBUF_HEADROOM;
+        let headroom = dpdk::PKTMBUF_HEADROOM;
         let max_frame = usize::from(pool.data_room()).saturating_sub(headroom);
         let mtu = usize::from(port.mtu()?).min(max_frame.saturating_sub(ETH_HLEN));
         Ok(Self {
@@ -129,4 +131,33 @@ impl<'a> Port for DpdkPort<'_, 'a> {
     fn mtu(&self) -> usize {
         self.mtu
     }
+}
+
+/// A pool for one stack on one queue pair: what the stack holds at once with default bounds
+/// ([`crate::netstack::DEFAULT_FRAMES_HELD`]), what the device keeps in its rings
+/// (`rx_descs`, `tx_descs`: zero for PMDs that copy frames in and out, like af_packet and
+/// vhost), one lcore's cache of `cache`, and retransmission headroom.
+pub fn stack_pool<'e>(
+    eal: &'e Eal,
+    name: &str,
+    rx_descs: u32,
+    tx_descs: u32,
+    cache: u32,
+) -> Result<Mempool<'e>, DpdkError> {
+    let sizing = PoolSizing {
+        rx_descs,
+        tx_descs,
+        in_flight: crate::netstack::DEFAULT_FRAMES_HELD as u32,
+        lcores: 1,
+        cache,
+        retransmit: 512,
+    };
+    Mempool::pktmbuf(
+        eal,
+        name,
+        sizing.mbufs(),
+        cache,
+        dpdk::MBUF_DEFAULT_DATA_ROOM,
+        eal.socket_id(),
+    )
 }

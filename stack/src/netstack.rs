@@ -62,6 +62,19 @@ impl<F> Forwarding<F> {
     }
 }
 
+/// Default [`StackConfig::tx_queue_max`].
+pub const DEFAULT_TX_QUEUE_MAX: usize = 1024;
+/// Default [`StackConfig::rx_burst`].
+pub const DEFAULT_RX_BURST: usize = 32;
+/// Default [`StackConfig::shard_rx_max`].
+pub const DEFAULT_SHARD_RX_MAX: usize = 1024;
+
+/// Frames a stack with the default bounds holds at once: its transmit queue, packets
+/// waiting for ARP, a receive burst, and received frames queued in a busy shard. What a
+/// pool must hold for one stack on top of what the device itself keeps.
+pub const DEFAULT_FRAMES_HELD: usize =
+    DEFAULT_TX_QUEUE_MAX + UNRESOLVED_MAX + DEFAULT_RX_BURST + DEFAULT_SHARD_RX_MAX;
+
 /// Configuration of one worker's stack.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -115,9 +128,9 @@ impl StackConfig {
             queue: 0,
             steering: Steering::single(),
             ephemeral: (32768, 60999),
-            tx_queue_max: 1024,
-            rx_burst: 32,
-            shard_rx_max: 1024,
+            tx_queue_max: DEFAULT_TX_QUEUE_MAX,
+            rx_burst: DEFAULT_RX_BURST,
+            shard_rx_max: DEFAULT_SHARD_RX_MAX,
             seed: 0x6d73_6772,
         }
     }
@@ -477,7 +490,8 @@ pub struct NetStack<P: Port> {
     slab: Vec<Option<Conn>>,
     gens: Vec<u32>,
     free: Vec<u32>,
-    listening: HashSet<u16>,
+    /// Listening ports (a handful: a list, walked without allocating).
+    listening: Vec<u16>,
     /// Local ports of outbound connections, by remote endpoint.
     used_ports: HashSet<(IpEndpoint, u16)>,
     next_port: u16,
@@ -488,6 +502,8 @@ pub struct NetStack<P: Port> {
     /// Shard deadlines: (when, shard).
     timers: BTreeSet<(Instant, usize)>,
     fwd: Option<Forwarding<P::Frame>>,
+    /// Spare list for `after_poll`'s rebuild of a shard's connections.
+    conn_scratch: Vec<u32>,
 }
 
 impl<P: Port> NetStack<P> {
@@ -549,7 +565,7 @@ impl<P: Port> NetStack<P> {
             slab: Vec::new(),
             gens: Vec::new(),
             free: Vec::new(),
-            listening: HashSet::new(),
+            listening: Vec::new(),
             used_ports: HashSet::new(),
             next_port,
             events: VecDeque::new(),
@@ -557,6 +573,7 @@ impl<P: Port> NetStack<P> {
             active: Vec::new(),
             timers: BTreeSet::new(),
             fwd: None,
+            conn_scratch: Vec::new(),
         }
     }
 
@@ -623,9 +640,10 @@ impl<P: Port> NetStack<P> {
         if port == 0 {
             return Err(StackError::Unaddressable);
         }
-        if !self.listening.insert(port) {
+        if self.listening.contains(&port) {
             return Err(StackError::AlreadyListening);
         }
+        self.listening.push(port);
         for i in 0..self.shards.len() {
             for _ in 0..self.cfg.listen_backlog.max(1) {
                 self.add_listener(i, port);
@@ -1092,9 +1110,11 @@ impl<P: Port> NetStack<P> {
             });
         }
         // Connection changes.
+        // The shard's list is rebuilt into a spare vector (the two swap: no allocation).
         let conns = std::mem::take(&mut self.shards[i].conns);
-        let mut keep = Vec::with_capacity(conns.len());
-        for idx in conns {
+        let mut keep = std::mem::take(&mut self.conn_scratch);
+        keep.clear();
+        for &idx in &conns {
             let Some(c) = self.slab[idx as usize].as_mut() else {
                 continue;
             };
@@ -1173,6 +1193,7 @@ impl<P: Port> NetStack<P> {
             keep.push(idx);
         }
         self.shards[i].conns = keep;
+        self.conn_scratch = conns;
         self.refill_listeners(i);
     }
 
@@ -1183,8 +1204,8 @@ impl<P: Port> NetStack<P> {
             return;
         }
         let backlog = self.cfg.listen_backlog.max(1);
-        let ports: Vec<u16> = self.listening.iter().copied().collect();
-        for port in ports {
+        for k in 0..self.listening.len() {
+            let port = self.listening[k];
             let have = self.shards[i]
                 .listeners
                 .iter()

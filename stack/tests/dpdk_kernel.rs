@@ -49,16 +49,15 @@ mod eal_common;
 #[path = "common/netns.rs"]
 mod netns;
 
-use std::fs;
-use std::path::Path;
 use std::thread::{self};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use eal_common::RuntimeDir;
+use eal_common::{check_same, RuntimeDir};
 use netns::{ip, kernel_pattern, preflight, Helper, Lab, MTU, STEP_LIMIT};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Cidr};
-use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
+use stack::dpdk::{Eal, EthPort, PortConfig, Started};
+use stack::dpdkport::stack_pool;
 use stack::l2::Neighbors;
 use stack::worker::{Clock, Handler, MonotonicClock};
 use stack::{ConnId, DpdkPort, IdlePolicy, NetStack, StackConfig, StackEvent, Worker};
@@ -86,56 +85,12 @@ const PHASE_LIMIT: StdDuration = StdDuration::from_secs(90);
 /// Exits non-zero with the reason on stderr if anything is off. `pattern` must match
 /// `kernel_pattern` below.
 const PY: &str = r#"
-import array, fcntl, os, socket, struct, sys, threading
-
 TIMEOUT = 60
-SIOCETHTOOL = 0x8946
-# (name, ETHTOOL_G*, ETHTOOL_S*): the legacy ethtool ioctls.
-OFFLOADS = [("rx", 0x14, 0x15), ("tx", 0x16, 0x17), ("sg", 0x18, 0x19),
-            ("tso", 0x1E, 0x1F), ("gso", 0x23, 0x24), ("gro", 0x2B, 0x2C)]
-
-def pattern(seed, n):
-    off = seed * 16777619
-    return bytes((((i + off) * 2654435761) & 0xFFFFFFFF) >> 24 for i in range(n))
-
-def ethtool(s, ifname, cmd, data=0):
-    buf = array.array("I", [cmd, data])
-    ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0]) + bytes(16)
-    fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
-    return buf[1]
-
-def sysctl(path, value):
-    with open(path, "w") as f:
-        f.write(value)
-
-def prep(ifname, role):
-    if os.path.exists("/proc/sys/net/ipv6/conf/" + ifname):
-        sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % ifname, "1")
-    if role == "dpdk":
-        sysctl("/proc/sys/net/ipv4/conf/%s/forwarding" % ifname, "0")
-        sysctl("/proc/sys/net/ipv4/conf/%s/arp_ignore" % ifname, "8")
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for name, get, set_ in OFFLOADS:
-        if ethtool(s, ifname, get):
-            ethtool(s, ifname, set_, 0)
-    left = [name for name, get, _ in OFFLOADS if ethtool(s, ifname, get)]
-    if left:
-        sys.exit("%s: offloads still on: %s" % (ifname, left))
-    print("%s: IPv6 and offloads off" % ifname, flush=True)
 
 def check(what, got, want):
-    if got != want:
-        at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-        sys.exit("%s: %d bytes, want %d; first difference at %d" % (what, len(got), len(want), at))
-
-def recv_to_eof(s, limit):
-    buf = bytearray()
-    while len(buf) <= limit:
-        chunk = s.recv(1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
+    error = differs(what, got, want)
+    if error:
+        sys.exit(error)
 
 def in_thread(f):
     errors = []
@@ -216,7 +171,12 @@ fn dpdk_kernel() {
 
     let prefix = format!("stack-kernel-{pid}");
     let mut runtime = RuntimeDir::new(&prefix);
-    let args = eal_args(&prefix, &lab.dev);
+    let args = eal_common::test_args(
+        &prefix,
+        256,
+        1,
+        &[format!("net_af_packet0,iface={}", lab.dev)],
+    );
     let t = StdInstant::now();
     let eal = match Eal::init(&args) {
         Ok(eal) => eal,
@@ -231,17 +191,7 @@ fn dpdk_kernel() {
     let dir = runtime.dir.clone().expect("runtime dir");
     drop(runtime);
     assert!(!dir.exists(), "{} removed", dir.display());
-    let (ns, dev) = (lab.ns.clone(), lab.dev.clone());
-    drop(lab);
-    let namespaces = ip(&["netns", "list"]).expect("ip netns list");
-    assert!(
-        !namespaces.split_whitespace().any(|w| w == ns),
-        "namespace {ns} deleted: {namespaces}"
-    );
-    assert!(
-        !Path::new("/sys/class/net").join(&dev).exists(),
-        "veth {dev} deleted"
-    );
+    lab.remove_and_verify();
 }
 
 /// Prints why the test did not run, or fails if interop tests are required.
@@ -294,24 +244,7 @@ fn run(eal: &Eal, lab: &Lab) {
     // The PMD copies each received frame into a fresh mbuf and frees each transmitted one
     // at once; what the pool must hold is the stack's: queued for the device, waiting for
     // ARP, a burst in hand, received frames queued in shards.
-    let sizing = PoolSizing {
-        rx_descs: 0,
-        tx_descs: 0,
-        in_flight: 1024 + 256 + 32 + 1024,
-        lcores: 1,
-        cache: POOL_CACHE,
-        retransmit: 512,
-    };
-    let n = sizing.mbufs();
-    let pool = Mempool::pktmbuf(
-        eal,
-        "kernel_test",
-        n,
-        POOL_CACHE,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
-        eal.socket_id(),
-    )
-    .expect("mempool");
+    let pool = stack_pool(eal, "kernel_test", 0, 0, POOL_CACHE).expect("mempool");
     let base = pool.in_use();
 
     let port = EthPort::open(eal, 0).expect("open port 0");
@@ -339,11 +272,12 @@ fn run(eal: &Eal, lab: &Lab) {
     };
     let mut w = Worker::new(stack, Recorder::default(), clock, idle);
     eprintln!(
-        "port {} ({}), MAC {mac}, MTU {MTU}, {} at {}, pool of {n} mbufs",
+        "port {} ({}), MAC {mac}, MTU {MTU}, {} at {}, pool of {} mbufs",
         port.id(),
         info.driver,
         lab.dev,
-        lab.our_ip()
+        lab.our_ip(),
+        pool.size()
     );
 
     assert!(neighbors.is_empty(), "nothing learned yet");
@@ -564,51 +498,4 @@ fn read_all(s: &mut NetStack<Port<'_, '_>>, c: ConnId, buf: &mut [u8], into: &mu
             Err(e) => panic!("recv: {e}"),
         }
     }
-}
-
-fn check_same(what: &str, got: &[u8], want: &[u8]) {
-    if got != want {
-        let at = got.iter().zip(want).position(|(g, w)| g != w);
-        panic!(
-            "{what}: {} bytes received, {} sent; first difference at {at:?}",
-            got.len(),
-            want.len()
-        );
-    }
-}
-
-/// EAL arguments: no hugepages, no PCI, no telemetry, our own runtime-file prefix, the
-/// af_packet port on `iface`, and lcore 0 allowed on every CPU this process may use (the
-/// kernel peers are forked from this thread and inherit its affinity; the worker naps when
-/// idle, so it does not need a CPU of its own).
-fn eal_args(prefix: &str, iface: &str) -> Vec<String> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cpus = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty()
-                && l.chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
-        })
-        .unwrap_or("0");
-    [
-        "stack-test",
-        "--no-huge",
-        "-m",
-        "256",
-        "--no-pci",
-        "--no-telemetry",
-        "--file-prefix",
-        prefix,
-        "--lcores",
-        &format!("0@({cpus})"),
-        "--log-level",
-        "warning",
-        &format!("--vdev=net_af_packet0,iface={iface}"),
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect()
 }

@@ -27,24 +27,7 @@ const POOL: u32 = 8191;
 fn dpdk_lcores() {
     let prefix = format!("stack-lcores-{}", std::process::id());
     let mut runtime = RuntimeDir::new(&prefix);
-    let cpus = allowed_cpus();
-    let args: Vec<String> = [
-        "stack-test",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-telemetry",
-        "--file-prefix",
-        &prefix,
-        "--lcores",
-        &format!("0@({cpus}),1@({cpus})"),
-        "--log-level",
-        "warning",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let args = eal_common::test_args(&prefix, 512, 2, &[]);
     let eal = match Eal::init(&args) {
         Ok(eal) => eal,
         Err(e) => {
@@ -328,16 +311,4 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
     }
-}
-
-/// The CPUs this process may run on, as EAL's `--lcores` wants them (`0-1`, `0,2`).
-fn allowed_cpus() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "0".to_owned())
 }

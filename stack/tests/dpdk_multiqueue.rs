@@ -40,14 +40,13 @@ mod netns;
 
 use std::collections::HashMap;
 use std::fs;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
 use std::thread::{self};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use eal_common::RuntimeDir;
-use netns::{ip, kernel_pattern, preflight, Helper, Lab, MTU, STEP_LIMIT};
+use netns::{kernel_pattern, preflight, Helper, Lab, MTU, STEP_LIMIT};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Cidr};
 use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
@@ -84,57 +83,7 @@ const PHASE_LIMIT: StdDuration = StdDuration::from_secs(60);
 /// checks the echo). Exits non-zero with the reason on stderr if anything is off.
 /// `pattern` must match `kernel_pattern` below.
 const PY: &str = r#"
-import array, fcntl, os, socket, struct, sys, threading
-
 TIMEOUT = 45
-SIOCETHTOOL = 0x8946
-# (name, ETHTOOL_G*, ETHTOOL_S*): the legacy ethtool ioctls.
-OFFLOADS = [("rx", 0x14, 0x15), ("tx", 0x16, 0x17), ("sg", 0x18, 0x19),
-            ("tso", 0x1E, 0x1F), ("gso", 0x23, 0x24), ("gro", 0x2B, 0x2C)]
-
-def pattern(seed, n):
-    off = seed * 16777619
-    return bytes((((i + off) * 2654435761) & 0xFFFFFFFF) >> 24 for i in range(n))
-
-def ethtool(s, ifname, cmd, data=0):
-    buf = array.array("I", [cmd, data])
-    ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0]) + bytes(16)
-    fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
-    return buf[1]
-
-def sysctl(path, value):
-    with open(path, "w") as f:
-        f.write(value)
-
-def prep(ifname, role):
-    if os.path.exists("/proc/sys/net/ipv6/conf/" + ifname):
-        sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % ifname, "1")
-    if role == "dpdk":
-        sysctl("/proc/sys/net/ipv4/conf/%s/forwarding" % ifname, "0")
-        sysctl("/proc/sys/net/ipv4/conf/%s/arp_ignore" % ifname, "8")
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    for name, get, set_ in OFFLOADS:
-        if ethtool(s, ifname, get):
-            ethtool(s, ifname, set_, 0)
-    left = [name for name, get, _ in OFFLOADS if ethtool(s, ifname, get)]
-    if left:
-        sys.exit("%s: offloads still on: %s" % (ifname, left))
-    print("%s: IPv6 and offloads off" % ifname, flush=True)
-
-def differs(what, got, want):
-    if got == want:
-        return None
-    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
-    return "%s: %d bytes, want %d; first difference at %d" % (what, len(got), len(want), at)
-
-def recv_to_eof(s, limit):
-    buf = bytearray()
-    while len(buf) <= limit:
-        chunk = s.recv(1 << 16)
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
 
 def run_all(jobs):
     errors = []
@@ -239,7 +188,12 @@ fn dpdk_multiqueue() {
 
     let prefix = format!("stack-mq-{pid}");
     let mut runtime = RuntimeDir::new(&prefix);
-    let args = eal_args(&prefix, &lab.dev);
+    let args = eal_common::test_args(
+        &prefix,
+        512,
+        2,
+        &[format!("net_af_packet0,iface={},qpairs=2", lab.dev)],
+    );
     let eal = match Eal::init(&args) {
         Ok(eal) => eal,
         Err(e) => return skip(&format!("EAL did not start: {e}; args {args:?}")),
@@ -253,17 +207,7 @@ fn dpdk_multiqueue() {
     let dir = runtime.dir.clone().expect("runtime dir");
     drop(runtime);
     assert!(!dir.exists(), "{} removed", dir.display());
-    let (ns, dev) = (lab.ns.clone(), lab.dev.clone());
-    drop(lab);
-    let namespaces = ip(&["netns", "list"]).expect("ip netns list");
-    assert!(
-        !namespaces.split_whitespace().any(|w| w == ns),
-        "namespace {ns} deleted: {namespaces}"
-    );
-    assert!(
-        !Path::new("/sys/class/net").join(&dev).exists(),
-        "veth {dev} deleted"
-    );
+    lab.remove_and_verify();
 }
 
 /// Prints why the test did not run, or fails if interop tests are required.
@@ -793,40 +737,4 @@ impl Drop for StopOnDrop<'_> {
     fn drop(&mut self) {
         self.0.store(true, Ordering::Release);
     }
-}
-
-/// EAL arguments: no hugepages, no PCI, no telemetry, our own runtime-file prefix, lcores 0
-/// (main) and 1 (worker) both allowed on every CPU this process may use (both workers nap
-/// when idle; the kernel peers, forked from the main thread, share those CPUs), and the
-/// af_packet port on `iface` with two queue pairs (a fanout group of two sockets).
-fn eal_args(prefix: &str, iface: &str) -> Vec<String> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cpus = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty()
-                && l.chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
-        })
-        .unwrap_or("0");
-    [
-        "stack-test",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-telemetry",
-        "--file-prefix",
-        prefix,
-        "--lcores",
-        &format!("0@({cpus}),1@({cpus})"),
-        "--log-level",
-        "warning",
-        &format!("--vdev=net_af_packet0,iface={iface},qpairs=2"),
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect()
 }

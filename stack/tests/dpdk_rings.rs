@@ -18,7 +18,7 @@ mod eal_common;
 use std::fs;
 
 use common::pattern;
-use eal_common::RuntimeDir;
+use eal_common::{check_same, RuntimeDir};
 
 use dpdk_sys as sys;
 use smoltcp::time::{Duration, Instant};
@@ -455,17 +455,6 @@ fn read_all(s: &mut Stack<'_, '_>, c: ConnId, buf: &mut [u8], into: &mut Vec<u8>
             return;
         }
         into.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn check_same(what: &str, got: &[u8], want: &[u8]) {
-    if got != want {
-        let at = got.iter().zip(want).position(|(g, w)| g != w);
-        panic!(
-            "{what}: {} bytes received, {} sent; first difference at {at:?}",
-            got.len(),
-            want.len()
-        );
     }
 }
 

@@ -45,10 +45,11 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use std::{env, fs};
 
 use common::pattern;
-use eal_common::RuntimeDir;
+use eal_common::{check_same, RuntimeDir};
 use smoltcp::time::Instant;
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
-use stack::dpdk::{self, Eal, EthPort, Mempool, PoolSizing, PortConfig, Started};
+use stack::dpdk::{Eal, EthPort, Mempool, PortConfig, Started};
+use stack::dpdkport::stack_pool;
 use stack::l2::Neighbors;
 use stack::netstack::StackError;
 use stack::peer::PeerProcess;
@@ -135,11 +136,8 @@ fn driver_main() {
 
     let prefix = format!("stack-vhost-{pid}");
     let mut runtime = RuntimeDir::new(&prefix);
-    let vdev = format!(
-        "--vdev=net_vhost0,iface={},client=1,queues=1",
-        sock.display()
-    );
-    let args = eal_args(&prefix, &vdev);
+    let vdev = format!("net_vhost0,iface={},client=1,queues=1", sock.display());
+    let args = eal_common::test_args(&prefix, 512, 1, &[vdev]);
     let t = StdInstant::now();
     let eal = match Eal::init(&args) {
         Ok(eal) => eal,
@@ -191,24 +189,7 @@ fn drive(eal: &Eal, peer: &mut PeerProcess) -> Result<(), String> {
     // frees transmitted ones at once (it has no descriptors of ours): the pool holds what
     // the stack holds (queued for the device, waiting for ARP, a burst in hand, queued in
     // shards).
-    let sizing = PoolSizing {
-        rx_descs: 0,
-        tx_descs: 0,
-        in_flight: 1024 + 256 + 32 + 1024,
-        lcores: 1,
-        cache: POOL_CACHE,
-        retransmit: 512,
-    };
-    let n = sizing.mbufs();
-    let pool = Mempool::pktmbuf(
-        eal,
-        "vhost_a",
-        n,
-        POOL_CACHE,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
-        eal.socket_id(),
-    )
-    .expect("mempool");
+    let pool = stack_pool(eal, "vhost_a", 0, 0, POOL_CACHE).expect("mempool");
     let base = pool.in_use();
 
     let t_start = StdInstant::now();
@@ -232,9 +213,10 @@ fn drive(eal: &Eal, peer: &mut PeerProcess) -> Result<(), String> {
     let stack = NetStack::new(cfg, dp, Neighbors::new(), clock.now());
     let mut w = Worker::new(stack, Recorder::default(), clock, IdlePolicy::default());
     eprintln!(
-        "A: {} at {mac}, MTU {}, pool of {n} mbufs",
+        "A: {} at {mac}, MTU {}, pool of {} mbufs",
         ip_a(),
-        port.mtu().expect("mtu")
+        port.mtu().expect("mtu"),
+        pool.size()
     );
 
     exchange(&mut w, peer);
@@ -491,8 +473,8 @@ fn peer_main(spec: &str) {
     let pid = std::process::id();
     let prefix = format!("stack-vhost-{pid}");
     let mut runtime = RuntimeDir::new(&prefix);
-    let vdev = format!("--vdev=net_virtio_user0,path={sock},server=1,queues=1");
-    let args = eal_args(&prefix, &vdev);
+    let vdev = format!("net_virtio_user0,path={sock},server=1,queues=1");
+    let args = eal_common::test_args(&prefix, 512, 1, &[vdev]);
     // The probe of virtio_user in server mode waits in accept() until A connects.
     let t = StdInstant::now();
     let eal = match Eal::init(&args) {
@@ -601,22 +583,12 @@ fn serve(eal: &Eal, bye: &Receiver<String>) {
     assert_eq!(eal.port_count(), 1, "the virtio_user port and nothing else");
     // virtio_user keeps mbufs of this pool in its RX ring and sent ones in its TX ring until
     // it reclaims them, besides what the stack holds.
-    let sizing = PoolSizing {
-        rx_descs: u32::from(DESCS),
-        tx_descs: u32::from(DESCS),
-        in_flight: 1024 + 256 + 32 + 1024,
-        lcores: 1,
-        cache: POOL_CACHE,
-        retransmit: 512,
-    };
-    let n = sizing.mbufs();
-    let pool = Mempool::pktmbuf(
+    let pool = stack_pool(
         eal,
         "vhost_b",
-        n,
+        u32::from(DESCS),
+        u32::from(DESCS),
         POOL_CACHE,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
-        eal.socket_id(),
     )
     .expect("mempool");
     let base = pool.in_use();
@@ -642,11 +614,12 @@ fn serve(eal: &Eal, bye: &Receiver<String>) {
     let mut w = Worker::new(stack, echo, clock, IdlePolicy::default());
     say(&format!(
         "ready: port {} ({}), link up {link_up:?} after start, {} at {mac}, MTU {}, \
-         pool of {n} mbufs",
+         pool of {} mbufs",
         port.id(),
         port.dev_info().driver,
         ip_b(),
-        port.mtu().expect("mtu")
+        port.mtu().expect("mtu"),
+        pool.size()
     ));
 
     // The whole session, accept to close.
@@ -763,51 +736,4 @@ fn read_all(s: &mut NetStack<DpdkPort<'_, '_>>, c: ConnId, buf: &mut [u8], into:
             Err(e) => panic!("recv: {e}"),
         }
     }
-}
-
-fn check_same(what: &str, got: &[u8], want: &[u8]) {
-    if got != want {
-        let at = got.iter().zip(want).position(|(g, w)| g != w);
-        panic!(
-            "{what}: {} bytes received, {} sent; first difference at {at:?}",
-            got.len(),
-            want.len()
-        );
-    }
-}
-
-/// EAL arguments: no hugepages (EAL then backs its memory with a memfd, which virtio_user
-/// passes to the vhost back end), no PCI, no telemetry, our own runtime-file prefix, one
-/// vdev, and lcore 0 allowed on every CPU this process may use (both workers nap when
-/// idle, so neither needs a CPU of its own).
-fn eal_args(prefix: &str, vdev: &str) -> Vec<String> {
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cpus = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty()
-                && l.chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
-        })
-        .unwrap_or("0");
-    [
-        "stack-test",
-        "--no-huge",
-        "-m",
-        "512",
-        "--no-pci",
-        "--no-telemetry",
-        "--file-prefix",
-        prefix,
-        "--lcores",
-        &format!("0@({cpus})"),
-        "--log-level",
-        "warning",
-        vdev,
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect()
 }

@@ -13,6 +13,63 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 use smoltcp::wire::{EthernetAddress, Ipv4Address};
 use stack::peer::forward_lines;
 
+/// Python shared by every helper script (prepended to `Lab::create`'s `script`): the `prep`
+/// mode (IPv6 and offloads off on a veth end; for the DPDK end also forwarding off and no ARP
+/// answers from the root kernel), `pattern` (must match [`kernel_pattern`]), `differs` and
+/// `recv_to_eof`. The script defines `TIMEOUT` and its own modes, and dispatches on argv[1].
+pub(crate) const PY_COMMON: &str = r#"
+import array, fcntl, os, socket, struct, sys, threading
+
+SIOCETHTOOL = 0x8946
+# (name, ETHTOOL_G*, ETHTOOL_S*): the legacy ethtool ioctls.
+OFFLOADS = [("rx", 0x14, 0x15), ("tx", 0x16, 0x17), ("sg", 0x18, 0x19),
+            ("tso", 0x1E, 0x1F), ("gso", 0x23, 0x24), ("gro", 0x2B, 0x2C)]
+
+def pattern(seed, n):
+    off = seed * 16777619
+    return bytes((((i + off) * 2654435761) & 0xFFFFFFFF) >> 24 for i in range(n))
+
+def ethtool(s, ifname, cmd, data=0):
+    buf = array.array("I", [cmd, data])
+    ifr = struct.pack("16sP", ifname.encode(), buf.buffer_info()[0]) + bytes(16)
+    fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr)
+    return buf[1]
+
+def sysctl(path, value):
+    with open(path, "w") as f:
+        f.write(value)
+
+def prep(ifname, role):
+    if os.path.exists("/proc/sys/net/ipv6/conf/" + ifname):
+        sysctl("/proc/sys/net/ipv6/conf/%s/disable_ipv6" % ifname, "1")
+    if role == "dpdk":
+        sysctl("/proc/sys/net/ipv4/conf/%s/forwarding" % ifname, "0")
+        sysctl("/proc/sys/net/ipv4/conf/%s/arp_ignore" % ifname, "8")
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for name, get, set_ in OFFLOADS:
+        if ethtool(s, ifname, get):
+            ethtool(s, ifname, set_, 0)
+    left = [name for name, get, _ in OFFLOADS if ethtool(s, ifname, get)]
+    if left:
+        sys.exit("%s: offloads still on: %s" % (ifname, left))
+    print("%s: IPv6 and offloads off" % ifname, flush=True)
+
+def differs(what, got, want):
+    if got == want:
+        return None
+    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return "%s: %d bytes, want %d; first difference at %d" % (what, len(got), len(want), at)
+
+def recv_to_eof(s, limit):
+    buf = bytearray()
+    while len(buf) <= limit:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+"#;
+
 /// The MTU of both veth ends: the PMD's default (2048-byte ring frames) and the stack's.
 pub(crate) const MTU: u16 = 1500;
 /// A setup step (a device coming up, a helper starting) takes at most this long.
@@ -72,8 +129,8 @@ pub(crate) struct Lab {
     /// Second octet of the test's 10.x.subnet.0/24.
     net: u8,
     python: PathBuf,
-    /// The python3 program the helpers run (`python3 -c script mode args`); it must have a
-    /// `prep IFACE ROLE` mode (see `Lab::prep`).
+    /// The helpers' own python3 (after [`PY_COMMON`]); its dispatch must map `prep` to
+    /// `prep` (see `Lab::prep`).
     script: &'static str,
 }
 
@@ -174,7 +231,9 @@ impl Lab {
         } else {
             cmd = Command::new(&self.python);
         }
-        cmd.arg("-c").arg(self.script).args(args);
+        cmd.arg("-c")
+            .arg(format!("{PY_COMMON}\n{}", self.script))
+            .args(args);
         cmd
     }
 
@@ -198,6 +257,23 @@ impl Lab {
             .unwrap_or_default()
             .trim()
             .to_owned()
+    }
+}
+
+impl Lab {
+    /// Deletes the namespace and the veth pair now and checks that both are gone.
+    pub(crate) fn remove_and_verify(self) {
+        let (ns, dev) = (self.ns.clone(), self.dev.clone());
+        drop(self);
+        let namespaces = ip(&["netns", "list"]).expect("ip netns list");
+        assert!(
+            !namespaces.split_whitespace().any(|w| w == ns),
+            "namespace {ns} deleted: {namespaces}"
+        );
+        assert!(
+            !Path::new("/sys/class/net").join(&dev).exists(),
+            "veth {dev} deleted"
+        );
     }
 }
 
