@@ -16,16 +16,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use msgr::entity::EntityAddr;
 use serde_json::Value;
-use support::{run_bounded, skip, wait_timeout, wait_until, TempDir};
+use support::daemon::Daemon;
+use support::{run_bounded, skip, wait_until};
 
 const MSGR: &str = env!("CARGO_BIN_EXE_msgr");
 const STEP: Duration = Duration::from_secs(20);
@@ -66,98 +64,6 @@ fn ceph_cli() -> Result<(), String> {
                 .ok_or_else(|| "ceph-common installed but `ceph` is not in PATH".into())
         })
         .clone()
-}
-
-/// `msgr serve` as a child process with an admin socket (the same helper as in cli.rs).
-struct Daemon {
-    child: Option<Child>,
-    addr: EntityAddr,
-    asok: PathBuf,
-    log: PathBuf,
-    dir: TempDir,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Self {
-        let dir = TempDir::new("ceph-client").unwrap();
-        let asok = dir.path().join("msgr.asok");
-        let log = dir.path().join("serve.log");
-        let mut child = Command::new(MSGR)
-            .args(["serve", "--bind", "v1:127.0.0.1:0", "--run-for", "600"])
-            .arg("--admin-socket")
-            .arg(&asok)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut d = Self {
-            child: Some(child),
-            addr: EntityAddr::none(),
-            asok,
-            log,
-            dir,
-        };
-        let first = match rx.recv_timeout(STEP) {
-            Ok(Some(Ok(l))) => l,
-            other => panic!(
-                "msgr serve printed no address ({other:?}):\n{}",
-                d.log_text()
-            ),
-        };
-        d.addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
-            .parse()
-            .unwrap();
-        let asok = d.asok.clone();
-        wait_until("the admin socket", STEP, Duration::from_millis(10), || {
-            Ok(msgr::admin::request(&asok, "version").ok())
-        })
-        .unwrap();
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn perf(&self) -> Value {
-        serde_json::from_str(&msgr::admin::request(&self.asok, "perf dump").unwrap()).unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if std::thread::panicking() {
-            eprintln!(
-                "--- msgr serve log ({}) ---\n{}",
-                self.dir.path().display(),
-                self.log_text()
-            );
-        }
-        let _ = msgr::admin::request(&self.asok, "shutdown");
-        match wait_timeout(&mut child, Duration::from_secs(10)) {
-            Ok(Some(status)) if status.success() => {}
-            Ok(Some(status)) => eprintln!("warning: msgr serve exited with {status}"),
-            _ => {
-                let _ = child.kill();
-                let _ = wait_timeout(&mut child, Duration::from_secs(5));
-                eprintln!("warning: msgr serve did not stop on `shutdown`; killed");
-            }
-        }
-    }
 }
 
 /// A client-only ceph.conf: v1 only, auth none, every path inside `dir`.

@@ -18,11 +18,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::{Command, Output};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,8 +32,9 @@ use msgr::msg::osd_types::StatResult;
 use msgr::msg::{MOSDOp, MOSDOpReply, Message, MsgType, TypedMessage};
 use msgr::proto::Policy;
 use serde_json::Value;
+use support::daemon::Daemon;
 use support::mon::MonFixture;
-use support::{run_bounded, wait_timeout, wait_until, TempDir};
+use support::{run_bounded, TempDir};
 
 const MSGR: &str = env!("CARGO_BIN_EXE_msgr");
 /// Bound for a whole `msgr` client command.
@@ -51,131 +50,6 @@ fn msgr(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// `msgr serve` as a child process with an admin socket.
-struct Daemon {
-    child: Option<Child>,
-    addr: EntityAddr,
-    asok: PathBuf,
-    log: PathBuf,
-    dir: TempDir,
-}
-
-impl Daemon {
-    /// Starts `msgr --transport T serve --bind v1:127.0.0.1:0 ...` and waits for its
-    /// `listening on` line and its admin socket.
-    fn start(transport: &str, extra: &[&str]) -> Self {
-        Self::start_in(TempDir::new("serve").unwrap(), transport, extra)
-    }
-
-    /// [`Daemon::start`] in `dir` (its admin socket is `dir/osd.asok`).
-    fn start_in(dir: TempDir, transport: &str, extra: &[&str]) -> Self {
-        let asok = dir.path().join("osd.asok");
-        static N: AtomicU64 = AtomicU64::new(0);
-        let log = dir
-            .path()
-            .join(format!("serve-{}.log", N.fetch_add(1, Ordering::Relaxed)));
-        let mut child = Command::new(MSGR)
-            .args([
-                "--transport",
-                transport,
-                "serve",
-                "--bind",
-                "v1:127.0.0.1:0",
-            ])
-            .arg("--admin-socket")
-            .arg(&asok)
-            .args(["--run-for", "600", "--workers", "2"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Reads the first line, then drains stdout so the daemon never blocks on it.
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let _ = tx.send(lines.next());
-            for _ in lines {}
-        });
-        let mut d = Self {
-            child: Some(child),
-            addr: EntityAddr::none(),
-            asok,
-            log,
-            dir,
-        };
-        let first = match rx.recv_timeout(STEP) {
-            Ok(Some(Ok(l))) => l,
-            other => panic!(
-                "msgr serve printed no address ({other:?}); log:\n{}",
-                d.log_text()
-            ),
-        };
-        let addr = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-        d.addr = addr.parse().unwrap();
-        assert_ne!(d.addr.port(), 0, "{first}");
-        let asok = d.asok.clone();
-        wait_until("the admin socket", STEP, Duration::from_millis(10), || {
-            Ok(msgr::admin::request(&asok, "version").ok())
-        })
-        .unwrap();
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn admin(&self, cmd: &str) -> Result<String, String> {
-        msgr::admin::request(&self.asok, cmd)
-    }
-
-    fn perf(&self) -> Value {
-        serde_json::from_str(&self.admin("perf dump").unwrap()).unwrap()
-    }
-
-    /// Stops the daemon with the admin `shutdown` command; returns its exit status.
-    fn shutdown(mut self) -> ExitStatus {
-        let mut child = self.child.take().unwrap();
-        self.admin("shutdown").unwrap();
-        let status = wait_timeout(&mut child, STEP).unwrap();
-        let status = status.unwrap_or_else(|| {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("msgr serve did not stop within {STEP:?}")
-        });
-        assert!(!self.asok.exists(), "the admin socket file was removed");
-        status
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if std::thread::panicking() {
-            eprintln!(
-                "--- msgr serve log ({}) ---\n{}",
-                self.dir.path().display(),
-                self.log_text()
-            );
-        }
-        let _ = msgr::admin::request(&self.asok, "shutdown");
-        if !matches!(
-            wait_timeout(&mut child, Duration::from_secs(5)),
-            Ok(Some(_))
-        ) {
-            let _ = child.kill();
-            let _ = wait_timeout(&mut child, Duration::from_secs(5));
-        }
-    }
 }
 
 fn counter(v: &Value, path: &[&str]) -> u64 {
@@ -356,7 +230,7 @@ fn a_peer_that_is_not_ceph_is_reported() {
 #[test]
 fn serve_answers_ping_on_both_transports_and_admin_shows_it() {
     for server in TRANSPORTS {
-        let d = Daemon::start(server, &[]);
+        let d = Daemon::start(&["--transport", server, "--workers", "2"]);
         let full = d.addr.to_string();
         for client in TRANSPORTS {
             let out = msgr(&[
@@ -420,7 +294,14 @@ fn serve_answers_ping_on_both_transports_and_admin_shows_it() {
 
 #[test]
 fn serve_with_injected_socket_failures_counts_them() {
-    let d = Daemon::start("posix", &["--inject-socket-failures", "5"]);
+    let d = Daemon::start(&[
+        "--transport",
+        "posix",
+        "--workers",
+        "2",
+        "--inject-socket-failures",
+        "5",
+    ]);
     let full = d.addr.to_string();
     // Some pings may be lost; the session recovers or the ping says so.
     let _ = msgr(&["ping", &full, "-c", "4", "-i", "0.02", "-W", "2"]);
@@ -431,7 +312,7 @@ fn serve_with_injected_socket_failures_counts_them() {
 
 #[test]
 fn sigterm_leaves_a_stale_socket_that_the_next_start_replaces() {
-    let mut d = Daemon::start("posix", &[]);
+    let mut d = Daemon::start(&["--transport", "posix", "--workers", "2"]);
     let mut child = d.child.take().unwrap();
     support::terminate(&mut child, "TERM", STEP).unwrap();
     assert!(
@@ -441,7 +322,7 @@ fn sigterm_leaves_a_stale_socket_that_the_next_start_replaces() {
     assert!(d.admin("version").is_err());
     // The next daemon on the same path replaces the stale socket.
     let dir = std::mem::replace(&mut d.dir, TempDir::new("unused").unwrap());
-    let d2 = Daemon::start_in(dir, "simple", &[]);
+    let d2 = Daemon::start_in(dir, &["--transport", "simple", "--workers", "2"]);
     assert!(d2.admin("version").is_ok());
     assert!(d2.shutdown().success());
 
@@ -577,7 +458,7 @@ fn workload(c: &mut OsdClient) -> u64 {
 #[test]
 fn osd_workload_through_a_client_messenger() {
     for server in TRANSPORTS {
-        let d = Daemon::start(server, &[]);
+        let d = Daemon::start(&["--transport", server, "--workers", "2"]);
         let mut total = 0;
         for client in [TransportKind::Simple, TransportKind::Posix] {
             let mut c = OsdClient::connect(client, d.addr);

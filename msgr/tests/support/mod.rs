@@ -28,6 +28,9 @@
 #![allow(clippy::disallowed_methods)]
 
 pub(crate) mod capture;
+// Needs the `msgr` binary built for the tests (`CARGO_BIN_EXE_msgr`): tests only.
+#[cfg(test)]
+pub(crate) mod daemon;
 pub(crate) mod mon;
 pub(crate) mod monclient;
 pub(crate) mod skip;
