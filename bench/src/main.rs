@@ -724,11 +724,12 @@ fn number_after(text: &str, key: &str) -> Option<f64> {
     rest[..end].parse().ok()
 }
 
-fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
+/// Runs `sockperf MODE --tcp` against a fresh sockperf server on loopback; its output.
+fn sockperf_client(mode: &str, size: usize, seconds: u64) -> Result<String, String> {
     let port = free_port()?;
     let _srv = sockperf_server(port)?;
-    let text = sockperf_run(&[
-        "ping-pong",
+    sockperf_run(&[
+        mode,
         "--tcp",
         "-i",
         "127.0.0.1",
@@ -738,7 +739,11 @@ fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
         &size.to_string(),
         "-t",
         &seconds.to_string(),
-    ])?;
+    ])
+}
+
+fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
+    let text = sockperf_client("ping-pong", size, seconds)?;
     // sockperf reports one-way latency (half the round trip).
     let p = |k: &str| {
         number_after(&text, k)
@@ -762,20 +767,7 @@ fn sockperf_count(text: &str) -> u64 {
 }
 
 fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
-    let port = free_port()?;
-    let _srv = sockperf_server(port)?;
-    let text = sockperf_run(&[
-        "throughput",
-        "--tcp",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        &size.to_string(),
-        "-t",
-        &seconds.to_string(),
-    ])?;
+    let text = sockperf_client("throughput", size, seconds)?;
     let msgs =
         number_after(&text, "Message Rate is").ok_or("no message rate in sockperf output")?;
     Ok(Rate {
