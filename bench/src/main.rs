@@ -136,6 +136,10 @@ enum Cmd {
         /// vhost only: leave out the testpmd rows.
         #[arg(long)]
         no_testpmd: bool,
+        /// vhost only: let the devices verify and fill in TCP checksums (on), or sum every
+        /// segment in software (off).
+        #[arg(long, value_enum, default_value_t = OnOff::On)]
+        checksum_offload: OnOff,
     },
     /// The raw-link ceiling: two dpdk-testpmd processes on the link.
     ///
@@ -161,6 +165,8 @@ enum Cmd {
         /// Seconds after which it gives up on its own.
         #[arg(long)]
         watchdog: f64,
+        #[arg(long, value_enum)]
+        checksum_offload: OnOff,
     },
     /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
@@ -173,6 +179,13 @@ enum Cmd {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
     },
+}
+
+/// A switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 /// The link between the two sides of a stack benchmark.
@@ -221,8 +234,9 @@ fn main() -> ExitCode {
             link: Link::Vhost,
             idle,
             no_testpmd,
+            checksum_offload,
             ..
-        } => vhostbench::run(seconds, idle, !no_testpmd),
+        } => vhostbench::run(seconds, idle, !no_testpmd, checksum_offload == OnOff::On),
         Cmd::Testpmd {
             link: Link::Vhost,
             seconds,
@@ -235,7 +249,8 @@ fn main() -> ExitCode {
             cpu,
             idle,
             watchdog,
-        } => vhostbench::peer_main(&socket, cpu, idle, watchdog),
+            checksum_offload,
+        } => vhostbench::peer_main(&socket, cpu, idle, watchdog, checksum_offload == OnOff::On),
         Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
     };
     match r {

@@ -81,6 +81,7 @@ pub(crate) fn run(
     seconds: f64,
     idle: Option<IdlePolicy>,
     with_testpmd: bool,
+    offload: bool,
 ) -> Result<(), String> {
     if !(seconds.is_finite() && seconds > 0.0 && seconds <= 600.0) {
         return Err(format!("--seconds {seconds}: want 0 < seconds <= 600"));
@@ -109,11 +110,15 @@ pub(crate) fn run(
     );
     let mut row = Row {
         link: "vhost".into(),
-        path: format!("stack, 1 worker/side, idle {}", idle_arg(idle)),
+        path: format!(
+            "stack, 1 worker/side, idle {}, checksums {}",
+            idle_arg(idle),
+            if offload { "offloaded" } else { "in software" }
+        ),
         load,
         ..Row::default()
     };
-    match stack_vhost(seconds, idle, cpus) {
+    match stack_vhost(seconds, idle, cpus, offload) {
         Ok(f) => {
             let us = |q: f64| f.echo.value_at_quantile(q) as f64 / 1000.0;
             row.rtt_mean_us = Some(f.echo.mean() / 1000.0);
@@ -144,14 +149,19 @@ pub(crate) fn run(
     }
 }
 
-fn stack_vhost(seconds: f64, idle: IdlePolicy, cpus: Cpus) -> Result<Figures, String> {
+fn stack_vhost(
+    seconds: f64,
+    idle: IdlePolicy,
+    cpus: Cpus,
+    offload: bool,
+) -> Result<Figures, String> {
     let pid = std::process::id();
     // Declared first, dropped last: after B is gone and both runtime directories.
     let tmp = TempDir::create("vhost")?;
     let sock = tmp.path.join("vhost.sock");
     // B first: its virtio-user server creates the socket (and waits in accept()).
     let watchdog = 2.0 * (seconds + WARMUP_S) + 90.0;
-    let mut peer = spawn_peer(&sock, cpus.b, idle, watchdog)?;
+    let mut peer = spawn_peer(&sock, cpus.b, idle, watchdog, offload)?;
     peer.wait_socket(&sock, STEP_LIMIT)?;
 
     let prefix = format!("msgr-bench-a-{pid}");
@@ -168,7 +178,7 @@ fn stack_vhost(seconds: f64, idle: IdlePolicy, cpus: Cpus) -> Result<Figures, St
         )
     })?;
     runtime.dir = Some(eal.runtime_dir());
-    match measure(&eal, &mut peer, seconds, idle) {
+    match measure(&eal, &mut peer, seconds, idle, offload) {
         Ok(f) => {
             eal.cleanup()
                 .map_err(|e| format!("A: rte_eal_cleanup: {e}"))?;
@@ -248,12 +258,13 @@ fn measure(
     peer: &mut PeerProcess,
     seconds: f64,
     idle: IdlePolicy,
+    offload: bool,
 ) -> Result<Figures, String> {
     // The vhost PMD copies each received frame into an mbuf of this pool and frees sent ones
     // at once: the pool holds what the stack holds (see tests/dpdk_vhost.rs).
     let pool =
         stack_pool(eal, "bench_a", 0, 0, POOL_CACHE).map_err(|e| format!("A: mempool: {e}"))?;
-    let port = start_port(eal, &pool, "net_vhost")?;
+    let port = start_port(eal, &pool, "net_vhost", offload)?;
     wait_link(&port, Some(peer))?;
     let ready = peer.wait_line("ready", STEP_LIMIT)?;
     eprintln!("bench: A: port up; B: {ready}");
@@ -428,6 +439,7 @@ pub(crate) fn peer_main(
     cpu: u32,
     idle: IdlePolicy,
     watchdog_s: f64,
+    offload: bool,
 ) -> Result<(), String> {
     // A vanished without killing us: do not linger (A removes our runtime directory).
     thread::spawn(move || {
@@ -455,7 +467,7 @@ pub(crate) fn peer_main(
         }
     };
     runtime.dir = Some(eal.runtime_dir());
-    let r = serve(&eal, &bye, idle);
+    let r = serve(&eal, &bye, idle, offload);
     if let Err(e) = &r {
         say(&format!("error: {e}"));
     }
@@ -545,7 +557,7 @@ impl<P: stack::Port> Handler<P> for Serve {
 }
 
 /// Everything between B's EAL init and cleanup.
-fn serve(eal: &Eal, bye: &Receiver<String>, idle: IdlePolicy) -> Result<(), String> {
+fn serve(eal: &Eal, bye: &Receiver<String>, idle: IdlePolicy, offload: bool) -> Result<(), String> {
     // virtio-user keeps mbufs of this pool in its RX ring and sent ones in its TX ring until
     // it reclaims them, besides what the stack holds.
     let pool = stack_pool(
@@ -556,7 +568,7 @@ fn serve(eal: &Eal, bye: &Receiver<String>, idle: IdlePolicy) -> Result<(), Stri
         POOL_CACHE,
     )
     .map_err(|e| format!("B: mempool: {e}"))?;
-    let port = start_port(eal, &pool, "net_virtio_user")?;
+    let port = start_port(eal, &pool, "net_virtio_user", offload)?;
     wait_link(&port, None)?;
     let mac = port_mac(&port, MAC_B)?;
     let dp = DpdkPort::new(&port, 0, &pool).map_err(|e| format!("B: queue pair: {e}"))?;
@@ -637,19 +649,25 @@ fn eal_args(prefix: &str, cpu: u32, vdev: &str) -> Vec<String> {
     .collect()
 }
 
-/// Opens port 0 (the vdev), checks its driver, one queue pair, starts it.
+/// Opens port 0 (the vdev), checks its driver, one queue pair, starts it; with `offload`
+/// the checksum offloads the device has (virtio's TCP checksum), else none.
 fn start_port<'a>(
     eal: &'a Eal,
     pool: &'a Mempool<'a>,
     driver: &str,
+    offload: bool,
 ) -> Result<EthPort<'a, Started>, String> {
     let port = EthPort::open(eal, 0).map_err(|e| format!("open port 0: {e}"))?;
     let info = port.dev_info().clone();
     if info.driver != driver {
         return Err(format!("port 0 is {}, not {driver}", info.driver));
     }
+    let mut want = PortConfig::new(1, 1);
+    if !offload {
+        (want.rx_offloads, want.tx_offloads) = (0, 0);
+    }
     let mut port = port
-        .configure(&PortConfig::new(1, 1))
+        .configure(&want)
         .map_err(|e| format!("{driver}: configure: {e}"))?;
     port.rx_queue_setup(0, DESCS, pool)
         .map_err(|e| format!("{driver}: rx queue: {e}"))?;
@@ -698,6 +716,7 @@ fn spawn_peer(
     cpu: u32,
     idle: IdlePolicy,
     watchdog_s: f64,
+    offload: bool,
 ) -> Result<PeerProcess, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -706,7 +725,8 @@ fn spawn_peer(
         .arg(sock)
         .args(["--cpu", &cpu.to_string()])
         .args(["--idle", &idle_arg(idle)])
-        .args(["--watchdog", &format!("{watchdog_s:.0}")]);
+        .args(["--watchdog", &format!("{watchdog_s:.0}")])
+        .args(["--checksum-offload", if offload { "on" } else { "off" }]);
     PeerProcess::spawn(cmd, "side B", MARK, |pid| format!("msgr-bench-b-{pid}"))
         .map(|p| p.abort_on("error"))
         .map_err(|e| format!("spawn side B: {e}"))

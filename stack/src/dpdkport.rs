@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use crate::checksum::{RxChecksum, TxChecksum};
 use crate::dpdk::{
     self, DpdkError, Eal, EthPort, Mbuf, Mempool, PoolSizing, RxQueue, Started, TxQueue,
 };
@@ -35,12 +36,15 @@ pub struct DpdkPort<'p, 'a> {
     mtu: usize,
     /// Largest frame one mbuf of `pool` holds.
     max_frame: usize,
+    /// Checksums the device computes on transmit (enabled at configure).
+    tx_checksum: TxChecksum,
     stats: DpdkPortStats,
 }
 
 impl<'p, 'a> DpdkPort<'p, 'a> {
     /// Takes RX and TX queue `queue` of `port` (each once per start) and allocates transmit
-    /// frames from `pool`. The MTU is the port's, capped to what one mbuf holds.
+    /// frames from `pool`. The MTU is the port's, capped to what one mbuf holds. The
+    /// checksum offloads are those the port was configured with.
     pub fn new(
         port: &'p EthPort<'a, Started>,
         queue: u16,
@@ -57,6 +61,7 @@ impl<'p, 'a> DpdkPort<'p, 'a> {
             pool,
             mtu,
             max_frame,
+            tx_checksum: port.config().tx_checksum(),
             stats: DpdkPortStats::default(),
         })
     }
@@ -130,6 +135,18 @@ impl<'a> Port for DpdkPort<'_, 'a> {
 
     fn mtu(&self) -> usize {
         self.mtu
+    }
+
+    fn rx_checksum(&self, frame: &Mbuf<'a>) -> RxChecksum {
+        frame.rx_checksum()
+    }
+
+    fn tx_checksum(&self) -> TxChecksum {
+        self.tx_checksum
+    }
+
+    fn offload_tx(&self, frame: &mut Mbuf<'a>, ihl: usize, what: TxChecksum) {
+        frame.offload_checksums(what, ETH_HLEN, ihl);
     }
 }
 

@@ -14,6 +14,7 @@
 //! deterministic under test.
 #![deny(unsafe_code)]
 
+pub mod checksum;
 pub mod dpdk;
 pub mod dpdk_files;
 pub mod dpdkport;

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use smoltcp::time::{Duration, Instant};
 
+use crate::checksum::{self, RxChecksum, RxState, TxChecksum};
+use crate::l2::ETH_HLEN;
 use crate::port::Port;
 
 /// Which way a frame travels.
@@ -32,6 +34,14 @@ pub struct LinkConfig {
     pub reorder_delay: Duration,
     /// Frames a direction holds before it drops (a full ring).
     pub capacity: usize,
+    /// Frames with one bit flipped at random, per million (after any offloaded checksum
+    /// was filled in: damage on the wire).
+    pub corrupt_ppm: u32,
+    /// Both ends act like a NIC with checksum offloads: they fill in the IPv4 and TCP
+    /// checksums of frames marked for it (from the pseudo-header sum the stack leaves, as
+    /// hardware does) and report each received frame's checksums as good or bad. Read
+    /// when the ends are taken ([`MemLink::ports`]).
+    pub checksum_offload: bool,
     pub seed: u64,
 }
 
@@ -43,6 +53,8 @@ impl Default for LinkConfig {
             reorder_ppm: 0,
             reorder_delay: Duration::from_micros(200),
             capacity: 4096,
+            corrupt_ppm: 0,
+            checksum_offload: false,
             seed: 1,
         }
     }
@@ -55,6 +67,8 @@ pub struct DirStats {
     pub delivered: u64,
     pub dropped: u64,
     pub overflow: u64,
+    /// Frames with a bit flipped on the way.
+    pub corrupted: u64,
 }
 
 struct Inner {
@@ -108,16 +122,19 @@ impl MemLink {
 
     /// The two ends: `a` sends `AtoB`, `b` sends `BtoA`.
     pub fn ports(&self) -> (MemPort, MemPort) {
+        let offload = self.lock().cfg.checksum_offload;
         (
             MemPort {
                 link: self.clone(),
                 dir: Dir::AtoB,
                 queue: None,
+                offload,
             },
             MemPort {
                 link: self.clone(),
                 dir: Dir::BtoA,
                 queue: None,
+                offload,
             },
         )
     }
@@ -128,16 +145,19 @@ impl MemLink {
     /// the queue of a flow. Frames other than TCP/IPv4 go to queue 0.
     pub fn multi_queue(&self, n: usize) -> (MemPort, Vec<MemPort>) {
         let n = n.max(1);
+        let offload = self.lock().cfg.checksum_offload;
         let a = MemPort {
             link: self.clone(),
             dir: Dir::AtoB,
             queue: None,
+            offload,
         };
         let bs = (0..n)
             .map(|i| MemPort {
                 link: self.clone(),
                 dir: Dir::BtoA,
                 queue: Some((i, n)),
+                offload,
             })
             .collect();
         (a, bs)
@@ -182,6 +202,8 @@ pub struct MemPort {
     dir: Dir,
     /// (this queue, queues): receive only the frames the fanout gives this queue.
     queue: Option<(usize, usize)>,
+    /// Acts as a device with checksum offloads (`LinkConfig::checksum_offload`).
+    offload: bool,
 }
 
 /// The fanout of [`MemLink::multi_queue`]: FNV-1a over the IPv4 addresses and TCP ports.
@@ -206,6 +228,59 @@ fn fanout(frame: &[u8], n: usize) -> usize {
 
 impl Port for MemPort {
     type Frame = Vec<u8>;
+
+    fn rx_checksum(&self, frame: &Vec<u8>) -> RxChecksum {
+        if !self.offload {
+            return RxChecksum::default();
+        }
+        // The "device" checks what it can parse: IPv4, and TCP in it.
+        let verdict = |ok: bool| if ok { RxState::Good } else { RxState::Bad };
+        let mut v = RxChecksum::default();
+        let Some(p) = frame.get(ETH_HLEN..) else {
+            return v;
+        };
+        if frame[12..14] != [0x08, 0x00] || p.len() < 20 || p[0] >> 4 != 4 {
+            return v;
+        }
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        if ihl < 20 || total < ihl || total > p.len() {
+            return v;
+        }
+        v.ip = verdict(checksum::ipv4_header_ok(&p[..ihl]));
+        if p[9] == 6 {
+            let (src, dst) = (addr(&p[12..16]), addr(&p[16..20]));
+            v.l4 = verdict(checksum::l4_ok(src, dst, 6, &p[ihl..total]));
+        }
+        v
+    }
+
+    fn tx_checksum(&self) -> TxChecksum {
+        if self.offload {
+            TxChecksum {
+                ipv4: true,
+                tcp: true,
+            }
+        } else {
+            TxChecksum::NONE
+        }
+    }
+
+    fn offload_tx(&self, frame: &mut Vec<u8>, ihl: usize, what: TxChecksum) {
+        // What the NIC does as the frame leaves: complement of the sum over the header (its
+        // field zero) and over the segment (its field holding the pseudo-header sum).
+        let p = &mut frame[ETH_HLEN..];
+        if what.ipv4 {
+            p[10..12].fill(0);
+            let c = !checksum::fold(checksum::sum(0, &p[..ihl]));
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+        }
+        if what.tcp {
+            let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+            let c = !checksum::fold(checksum::sum(0, &p[ihl..total]));
+            p[ihl + 16..ihl + 18].copy_from_slice(&c.to_be_bytes());
+        }
+    }
 
     fn rx_burst(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
         let mut g = self.link.lock();
@@ -268,6 +343,13 @@ impl Port for MemPort {
                 g.stats[d].overflow += 1;
                 continue;
             }
+            let mut f = f;
+            let corrupt = g.cfg.corrupt_ppm;
+            if !f.is_empty() && g.chance(corrupt) {
+                let bit = g.rand() as usize % (f.len() * 8);
+                f[bit / 8] ^= 1 << (bit % 8);
+                g.stats[d].corrupted += 1;
+            }
             let reorder = g.cfg.reorder_ppm;
             let mut at = g.now + g.cfg.delay;
             if g.chance(reorder) {
@@ -279,4 +361,8 @@ impl Port for MemPort {
         }
         n
     }
+}
+
+fn addr(b: &[u8]) -> [u8; 4] {
+    [b[0], b[1], b[2], b[3]]
 }

@@ -19,7 +19,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
@@ -30,6 +30,7 @@ use tracing::{debug, trace};
 
 use crossbeam_queue::ArrayQueue;
 
+use crate::checksum::{self as csum, RxState, TxChecksum};
 use crate::l2::{self, ArpAction, NeighborCache, Neighbors, ETH_HLEN};
 use crate::port::Port;
 use crate::rss::Steering;
@@ -227,6 +228,13 @@ pub struct StackStats {
     pub forwarded: u64,
     /// Frames dropped because the owner's forwarding queue was full.
     pub forward_full: u64,
+    /// Frames with a wrong IPv4 header or TCP checksum (found by the device or by us),
+    /// dropped.
+    pub rx_bad_checksum: u64,
+    /// TCP segments whose checksum the device verified (not summed in software).
+    pub rx_checksum_by_device: u64,
+    /// Frames whose checksums the device fills in.
+    pub tx_checksum_offloaded: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +288,8 @@ struct Tx<P: Port> {
     mac: EthernetAddress,
     ip: Ipv4Cidr,
     gateway: Option<Ipv4Address>,
+    /// Checksums the device fills in on transmit (smoltcp leaves them out).
+    offload: TxChecksum,
     neighbors: NeighborCache,
     /// IP packets waiting for a neighbour: (next hop, since, frame).
     unresolved: VecDeque<(Ipv4Address, Instant, P::Frame)>,
@@ -322,6 +332,9 @@ impl<P: Port> Tx<P> {
             return;
         }
         let dst = ip4(&b[ETH_HLEN + 16..ETH_HLEN + 20]);
+        if self.offload.any() {
+            self.prepare_offload(&mut frame);
+        }
         let hop = self.next_hop(dst);
         match self.neighbors.lookup(hop, now) {
             Some(mac) => {
@@ -336,6 +349,29 @@ impl<P: Port> Tx<P> {
                 self.unresolved.push_back((hop, now, frame));
                 self.ask(hop, now);
             }
+        }
+    }
+
+    /// Leaves the checksums the device computes to it: smoltcp wrote zeros there (see
+    /// `ShardDevice::capabilities`); a TCP checksum field gets the pseudo-header sum.
+    fn prepare_offload(&mut self, frame: &mut P::Frame) {
+        let p = &mut frame.as_mut()[ETH_HLEN..];
+        let ihl = usize::from(p[0] & 0x0f) * 4;
+        let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+        let tcp = p[9] == 6 && total >= ihl + 20 && total <= p.len();
+        if tcp && self.offload.tcp {
+            let l4_len = (total - ihl) as u16;
+            let (src, dst) = (octets(&p[12..16]), octets(&p[16..20]));
+            let sum = csum::pseudo_header(src, dst, 6, l4_len);
+            p[ihl + 16..ihl + 18].copy_from_slice(&sum.to_be_bytes());
+        }
+        let what = TxChecksum {
+            ipv4: self.offload.ipv4,
+            tcp: tcp && self.offload.tcp,
+        };
+        if what.any() {
+            self.port.offload_tx(frame, ihl, what);
+            self.stats.tx_checksum_offloaded += 1;
         }
     }
 
@@ -477,6 +513,17 @@ impl<P: Port> phy::Device for ShardDevice<'_, P> {
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
         caps.max_burst_size = None;
+        // IPv4 headers and TCP segments were verified in `demux` (by the device or by us);
+        // on transmit smoltcp computes what the device does not.
+        let tx_only = |offloaded: bool| {
+            if offloaded {
+                Checksum::None
+            } else {
+                Checksum::Tx
+            }
+        };
+        caps.checksum.ipv4 = tx_only(self.tx.offload.ipv4);
+        caps.checksum.tcp = tx_only(self.tx.offload.tcp);
         caps
     }
 }
@@ -510,6 +557,7 @@ impl<P: Port> NetStack<P> {
     /// A stack on `port`, sharing `neighbors` with the other workers of the device.
     pub fn new(cfg: StackConfig, port: P, neighbors: Arc<Neighbors>, now: Instant) -> Self {
         let mtu = port.mtu();
+        let offload = port.tx_checksum();
         let nshards = cfg.shards.max(1).next_power_of_two();
         let mut tx = Tx {
             port,
@@ -518,6 +566,7 @@ impl<P: Port> NetStack<P> {
             mac: cfg.mac,
             ip: cfg.ip,
             gateway: cfg.gateway,
+            offload,
             neighbors: NeighborCache::new(neighbors),
             unresolved: VecDeque::new(),
             asked: HashMap::new(),
@@ -970,6 +1019,16 @@ impl<P: Port> NetStack<P> {
                     self.tx.stats.rx_not_ours += 1;
                     return;
                 }
+                let verdict = self.tx.port.rx_checksum(&frame);
+                let ip_ok = match verdict.ip {
+                    RxState::Bad => false,
+                    s if s.trusted() => true,
+                    _ => csum::ipv4_header_ok(&p[..ihl]),
+                };
+                if !ip_ok {
+                    self.tx.stats.rx_bad_checksum += 1;
+                    return;
+                }
                 // Glean the sender's MAC (our subnet only): replies need no ARP round.
                 if self.cfg.ip.contains_addr(&src) && self.tx.neighbors.lookup(src, now).is_none() {
                     let smac = eth.src_addr();
@@ -994,6 +1053,19 @@ impl<P: Port> NetStack<P> {
                             }
                             return;
                         }
+                    }
+                    // Verified once, by the flow's owner (after any hand-over).
+                    let tcp_ok = match verdict.l4 {
+                        RxState::Bad => false,
+                        s if s.trusted() => {
+                            self.tx.stats.rx_checksum_by_device += 1;
+                            true
+                        }
+                        _ => csum::l4_ok(octets(&p[12..16]), octets(&p[16..20]), 6, &p[ihl..total]),
+                    };
+                    if !tcp_ok {
+                        self.tx.stats.rx_bad_checksum += 1;
+                        return;
                     }
                     let shard = self.shard_of(src, sport, dport);
                     // A connection request (SYN without ACK) to a port we listen on.
@@ -1224,5 +1296,9 @@ impl<P: Port> NetStack<P> {
 
 /// An IPv4 address from 4 bytes (callers pass exactly 4).
 fn ip4(b: &[u8]) -> Ipv4Address {
-    Ipv4Address::new(b[0], b[1], b[2], b[3])
+    Ipv4Address::from(octets(b))
+}
+
+fn octets(b: &[u8]) -> [u8; 4] {
+    [b[0], b[1], b[2], b[3]]
 }

@@ -1,5 +1,7 @@
 //! A queue pair that moves Ethernet frames: what a [`crate::NetStack`] runs on.
 
+use crate::checksum::{RxChecksum, TxChecksum};
+
 /// One RX/TX queue pair of a device, owned by one worker.
 pub trait Port {
     /// A received or to-be-sent frame (an mbuf handle, or a `Vec<u8>` in tests).
@@ -19,4 +21,20 @@ pub trait Port {
     fn mtu(&self) -> usize {
         1500
     }
+
+    /// What the device verified of a received frame's checksums (nothing, by default: the
+    /// stack sums it in software).
+    fn rx_checksum(&self, _frame: &Self::Frame) -> RxChecksum {
+        RxChecksum::default()
+    }
+
+    /// Checksums the device fills in for frames passed to [`Port::offload_tx`].
+    fn tx_checksum(&self) -> TxChecksum {
+        TxChecksum::NONE
+    }
+
+    /// Asks the device to fill in the checksums `what` (a subset of [`Port::tx_checksum`]) in
+    /// `frame`: an Ethernet frame carrying IPv4 with a header of `ihl` bytes and, if
+    /// `what.tcp`, a TCP segment whose checksum field holds the pseudo-header sum.
+    fn offload_tx(&self, _frame: &mut Self::Frame, _ihl: usize, _what: TxChecksum) {}
 }

@@ -176,7 +176,8 @@ pub struct PortConfig {
 
 impl PortConfig {
     /// `rx_queues`/`tx_queues` queues; RSS on TCP/IPv4 when there is more than one RX
-    /// queue; no offloads.
+    /// queue; the IPv4 and TCP checksum offloads both ways ([`PortConfig::CHECKSUM_RX`],
+    /// [`PortConfig::CHECKSUM_TX`]), where the device has them.
     pub fn new(rx_queues: u16, tx_queues: u16) -> Self {
         Self {
             rx_queues,
@@ -184,9 +185,26 @@ impl PortConfig {
             rss: rx_queues > 1,
             rss_hf: sys::RTE_ETH_RSS_NONFRAG_IPV4_TCP,
             rss_key: None,
-            rx_offloads: 0,
-            tx_offloads: 0,
+            rx_offloads: Self::CHECKSUM_RX,
+            tx_offloads: Self::CHECKSUM_TX,
             mtu: None,
+        }
+    }
+
+    /// The receive checksum offloads the stack uses: the device verifies IPv4 headers and
+    /// TCP segments and says so in each mbuf.
+    pub const CHECKSUM_RX: u64 =
+        sys::RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_RX_OFFLOAD_TCP_CKSUM;
+    /// The transmit checksum offloads the stack uses: the device fills in IPv4 header and
+    /// TCP checksums of marked mbufs.
+    pub const CHECKSUM_TX: u64 =
+        sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | sys::RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+
+    /// The transmit checksums enabled in this (enabled) configuration.
+    pub fn tx_checksum(&self) -> crate::checksum::TxChecksum {
+        crate::checksum::TxChecksum {
+            ipv4: self.tx_offloads & sys::RTE_ETH_TX_OFFLOAD_IPV4_CKSUM != 0,
+            tcp: self.tx_offloads & sys::RTE_ETH_TX_OFFLOAD_TCP_CKSUM != 0,
         }
     }
 }

@@ -7,6 +7,8 @@ use std::slice;
 
 use dpdk_sys as sys;
 
+use crate::checksum::{RxChecksum, RxState, TxChecksum};
+
 /// One `rte_mbuf` (with any chained segments), owned: dropping it returns it to its pool
 /// (`rte_pktmbuf_free`). `'a` is how long its pool is known to live.
 ///
@@ -75,6 +77,71 @@ impl<'a> Mbuf<'a> {
     /// Offload flags (`RTE_MBUF_F_*`).
     pub fn ol_flags(&self) -> u64 {
         self.hdr().ol_flags
+    }
+
+    /// The device's verdicts on the checksums of a received frame (from `ol_flags`; all
+    /// unknown unless the port enabled the RX checksum offloads).
+    pub fn rx_checksum(&self) -> RxChecksum {
+        let f = self.hdr().ol_flags;
+        let state = |mask: u64, good: u64, bad: u64| match f & mask {
+            m if m == mask => RxState::Partial,
+            m if m == good => RxState::Good,
+            m if m == bad => RxState::Bad,
+            _ => RxState::Unknown,
+        };
+        RxChecksum {
+            ip: state(
+                sys::RTE_MBUF_F_RX_IP_CKSUM_MASK,
+                sys::RTE_MBUF_F_RX_IP_CKSUM_GOOD,
+                sys::RTE_MBUF_F_RX_IP_CKSUM_BAD,
+            ),
+            l4: state(
+                sys::RTE_MBUF_F_RX_L4_CKSUM_MASK,
+                sys::RTE_MBUF_F_RX_L4_CKSUM_GOOD,
+                sys::RTE_MBUF_F_RX_L4_CKSUM_BAD,
+            ),
+        }
+    }
+
+    /// Marks an IPv4 frame (Ethernet header of `l2_len`, IP header of `l3_len` bytes) for
+    /// the device to fill in the checksums of `what`; the TCP field must hold the
+    /// pseudo-header sum. `false` (no change) if a length is out of range.
+    pub fn offload_checksums(&mut self, what: TxChecksum, l2_len: usize, l3_len: usize) -> bool {
+        let mut flags = sys::RTE_MBUF_F_TX_IPV4;
+        if what.ipv4 {
+            flags |= sys::RTE_MBUF_F_TX_IP_CKSUM;
+        }
+        if what.tcp {
+            flags |= sys::RTE_MBUF_F_TX_TCP_CKSUM;
+        }
+        self.set_tx_offload(flags, l2_len, l3_len)
+    }
+
+    /// Asks the device for transmit offloads: sets `flags` (`RTE_MBUF_F_TX_*`, added to
+    /// those set) and the header lengths it needs to find the fields: `l2_len` (< 128)
+    /// and `l3_len` (< 512) bytes. `false` (and no change) if a length is out of range.
+    pub fn set_tx_offload(&mut self, flags: u64, l2_len: usize, l3_len: usize) -> bool {
+        if l2_len >= 1 << 7 || l3_len >= 1 << 9 {
+            return false;
+        }
+        // SAFETY: we own a valid mbuf and hold the only reference (exclusive borrow); the
+        // bitfield setters write inside `tx_offload`, a plain u64 in every variant of the
+        // union.
+        unsafe {
+            let h = self.raw.as_mut();
+            h.ol_flags |= flags;
+            let lens = &mut h.__bindgen_anon_3.__bindgen_anon_1;
+            lens.set_l2_len(l2_len as u64);
+            lens.set_l3_len(l3_len as u64);
+        }
+        true
+    }
+
+    /// The header lengths set by [`Mbuf::set_tx_offload`] (or by a driver): (l2, l3).
+    pub fn header_lens(&self) -> (usize, usize) {
+        // SAFETY: every bit pattern of the union is a valid u64 bitfield.
+        let lens = unsafe { &self.hdr().__bindgen_anon_3.__bindgen_anon_1 };
+        (lens.l2_len() as usize, lens.l3_len() as usize)
     }
 
     /// Room before the data.
