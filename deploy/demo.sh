@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
 . deploy/lib.sh
 ensure_rust
+# The messenger builds against DPDK (its userspace transport).
+ensure_packages libdpdk-dev pkg-config libclang-dev || { echo "msgr: DPDK's headers are needed to build" >&2; exit 1; }
 if [ $# -eq 0 ]; then
   ensure_packages ceph-mon || { echo "msgr: ceph-mon is needed to start a monitor (or pass v1:IP:PORT)" >&2; exit 1; }
 fi

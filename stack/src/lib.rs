@@ -27,6 +27,9 @@ pub mod port;
 pub mod rss;
 pub mod worker;
 
+/// The smoltcp this stack is built on (its address and time types are in the API).
+pub use smoltcp;
+
 pub use dpdkport::DpdkPort;
 pub use netstack::{ConnId, NetStack, StackConfig, StackEvent, StackStats};
 pub use port::Port;

@@ -366,3 +366,173 @@ impl Port for MemPort {
 fn addr(b: &[u8]) -> [u8; 4] {
     [b[0], b[1], b[2], b[3]]
 }
+
+/// An in-memory Ethernet switch for stacks running on threads in real time (no simulated
+/// clock): a frame reaches its destination's inbox as soon as it is sent. It learns which
+/// port each source MAC is on; broadcasts and unknown destinations go to every other port.
+/// For in-process tests of several nodes (the messenger's scenarios on the userspace
+/// transport). Faults: random loss, and a port's link cut (everything to or from it lost).
+#[derive(Clone)]
+pub struct Switch(Arc<Mutex<SwitchInner>>);
+
+struct SwitchInner {
+    inboxes: Vec<VecDeque<Vec<u8>>>,
+    down: Vec<bool>,
+    macs: Vec<([u8; 6], usize)>,
+    capacity: usize,
+    loss_ppm: u32,
+    rng: u64,
+    stats: SwitchStats,
+}
+
+/// Counters of a [`Switch`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SwitchStats {
+    pub sent: u64,
+    pub delivered: u64,
+    /// Lost at random or to a cut link.
+    pub dropped: u64,
+    /// Lost because an inbox was full.
+    pub overflow: u64,
+}
+
+impl Switch {
+    /// A switch whose inboxes hold `capacity` frames each.
+    pub fn new(capacity: usize) -> Self {
+        Self(Arc::new(Mutex::new(SwitchInner {
+            inboxes: Vec::new(),
+            down: Vec::new(),
+            macs: Vec::new(),
+            capacity: capacity.max(1),
+            loss_ppm: 0,
+            rng: 0x5eed,
+            stats: SwitchStats::default(),
+        })))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SwitchInner> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new port.
+    pub fn port(&self) -> SwitchPort {
+        let mut g = self.lock();
+        g.inboxes.push(VecDeque::new());
+        g.down.push(false);
+        SwitchPort {
+            switch: self.clone(),
+            me: g.inboxes.len() - 1,
+        }
+    }
+
+    /// Random loss, per million frames (seeded: `seed`).
+    pub fn set_loss(&self, ppm: u32, seed: u64) {
+        let mut g = self.lock();
+        g.loss_ppm = ppm;
+        g.rng = seed.max(1);
+    }
+
+    /// Cuts (`true`) or restores port `port`'s link.
+    pub fn set_down(&self, port: usize, down: bool) {
+        let mut g = self.lock();
+        if let Some(d) = g.down.get_mut(port) {
+            *d = down;
+        }
+        if down {
+            if let Some(q) = g.inboxes.get_mut(port) {
+                q.clear();
+            }
+        }
+    }
+
+    pub fn stats(&self) -> SwitchStats {
+        self.lock().stats
+    }
+}
+
+impl SwitchInner {
+    fn lost(&mut self) -> bool {
+        if self.loss_ppm == 0 {
+            return false;
+        }
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        (x % 1_000_000) < u64::from(self.loss_ppm)
+    }
+
+    fn deliver(&mut self, to: usize, frame: Vec<u8>) {
+        if self.down[to] || self.lost() {
+            self.stats.dropped += 1;
+        } else if self.inboxes[to].len() >= self.capacity {
+            self.stats.overflow += 1;
+        } else {
+            self.inboxes[to].push_back(frame);
+            self.stats.delivered += 1;
+        }
+    }
+}
+
+/// One port of a [`Switch`].
+pub struct SwitchPort {
+    switch: Switch,
+    me: usize,
+}
+
+impl SwitchPort {
+    /// This port's number (for [`Switch::set_down`]).
+    pub fn index(&self) -> usize {
+        self.me
+    }
+}
+
+impl Port for SwitchPort {
+    type Frame = Vec<u8>;
+
+    fn rx_burst(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
+        let mut g = self.switch.lock();
+        let q = &mut g.inboxes[self.me];
+        let n = q.len().min(max);
+        out.extend(q.drain(..n));
+        n
+    }
+
+    fn alloc(&mut self, len: usize) -> Option<Vec<u8>> {
+        Some(vec![0; len])
+    }
+
+    fn tx_burst(&mut self, frames: &mut VecDeque<Vec<u8>>) -> usize {
+        let mut g = self.switch.lock();
+        let n = frames.len();
+        for f in frames.drain(..) {
+            g.stats.sent += 1;
+            if g.down[self.me] || f.len() < ETH_HLEN {
+                g.stats.dropped += 1;
+                continue;
+            }
+            let (dst, src) = (addr6(&f[0..6]), addr6(&f[6..12]));
+            match g.macs.iter_mut().find(|(m, _)| *m == src) {
+                Some(e) => e.1 = self.me,
+                None => g.macs.push((src, self.me)),
+            }
+            let known = g.macs.iter().find(|(m, _)| *m == dst).map(|e| e.1);
+            match known {
+                Some(to) if to != self.me => g.deliver(to, f),
+                Some(_) => g.stats.dropped += 1,
+                None => {
+                    let ports = g.inboxes.len();
+                    for to in (0..ports).filter(|&p| p != self.me) {
+                        g.deliver(to, f.clone());
+                    }
+                }
+            }
+        }
+        n
+    }
+}
+
+fn addr6(b: &[u8]) -> [u8; 6] {
+    [b[0], b[1], b[2], b[3], b[4], b[5]]
+}

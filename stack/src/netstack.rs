@@ -235,6 +235,8 @@ pub struct StackStats {
     pub rx_checksum_by_device: u64,
     /// Frames whose checksums the device fills in.
     pub tx_checksum_offloaded: u64,
+    /// Packets to our own address, delivered without the device.
+    pub looped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +292,9 @@ struct Tx<P: Port> {
     gateway: Option<Ipv4Address>,
     /// Checksums the device fills in on transmit (smoltcp leaves them out).
     offload: TxChecksum,
+    /// Packets to our own address (a connection to ourselves): they never reach the
+    /// device, and are received at the start of the next poll.
+    looped: VecDeque<P::Frame>,
     neighbors: NeighborCache,
     /// IP packets waiting for a neighbour: (next hop, since, frame).
     unresolved: VecDeque<(Ipv4Address, Instant, P::Frame)>,
@@ -332,6 +337,17 @@ impl<P: Port> Tx<P> {
             return;
         }
         let dst = ip4(&b[ETH_HLEN + 16..ETH_HLEN + 20]);
+        if dst == self.ip.address() {
+            // smoltcp computed every checksum in software (the offload flags are unset):
+            // the frame is received as the link would deliver it.
+            l2::write_eth_header(frame.as_mut(), self.mac, self.mac, EthernetProtocol::Ipv4);
+            if self.looped.len() < self.max {
+                self.looped.push_back(frame);
+            } else {
+                self.stats.tx_no_buffer += 1;
+            }
+            return;
+        }
         if self.offload.any() {
             self.prepare_offload(&mut frame);
         }
@@ -567,6 +583,7 @@ impl<P: Port> NetStack<P> {
             ip: cfg.ip,
             gateway: cfg.gateway,
             offload,
+            looped: VecDeque::new(),
             neighbors: NeighborCache::new(neighbors),
             unresolved: VecDeque::new(),
             asked: HashMap::new(),
@@ -812,31 +829,62 @@ impl<P: Port> NetStack<P> {
     /// Takes received bytes; `Ok(0)` with nothing buffered means none yet, or — when
     /// [`NetStack::peer_closed`] — the end of the stream.
     pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, StackError> {
+        let mut at = 0;
+        self.recv_with(id, buf.len(), |b| {
+            buf[at..at + b.len()].copy_from_slice(b);
+            at += b.len();
+        })
+    }
+
+    /// Hands up to `max` received bytes to `f`, in place (one or two slices: the socket's
+    /// buffer is a ring); returns how many. No intermediate copy: `f` appends them where
+    /// the application parses (what `recv` into a scratch buffer would copy twice).
+    pub fn recv_with(
+        &mut self,
+        id: ConnId,
+        max: usize,
+        mut f: impl FnMut(&[u8]),
+    ) -> Result<usize, StackError> {
         let (shard, handle) = {
             let c = self.conn(id)?;
             (c.shard, c.handle)
         };
         let sh = &mut self.shards[shard];
         let s = sh.sockets.get_mut::<tcp::Socket<'_>>(handle);
-        let n = match s.recv_slice(buf) {
-            Ok(n) => n,
-            Err(tcp::RecvError::Finished) => 0,
-            Err(tcp::RecvError::InvalidState) => return Err(StackError::NotOpen),
-        };
-        let drained = s.recv_queue() == 0;
-        if n > 0 {
-            // Reading opens the window: let the next poll tell the peer.
-            if !sh.dirty {
-                sh.dirty = true;
-                self.active.push(shard);
+        let mut total = 0;
+        // At most two contiguous pieces (before and after the ring's wrap).
+        for _ in 0..2 {
+            if total == max {
+                break;
             }
+            let r = s.recv(|buf| {
+                let n = buf.len().min(max - total);
+                f(&buf[..n]);
+                (n, n)
+            });
+            match r {
+                Ok(0) => break,
+                Ok(n) => total += n,
+                Err(tcp::RecvError::Finished) => break,
+                Err(tcp::RecvError::InvalidState) => {
+                    if total == 0 {
+                        return Err(StackError::NotOpen);
+                    }
+                    break;
+                }
+            }
+        }
+        let drained = s.recv_queue() == 0;
+        if total > 0 && !sh.dirty {
+            sh.dirty = true;
+            self.active.push(shard);
         }
         if drained {
             if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
                 c.readable = false;
             }
         }
-        Ok(n)
+        Ok(total)
     }
 
     /// The socket of a live connection.
@@ -912,7 +960,7 @@ impl<P: Port> NetStack<P> {
             .fwd
             .as_ref()
             .is_some_and(|f| !f.queues[f.me].is_empty());
-        if !self.active.is_empty() || forwarded {
+        if !self.active.is_empty() || forwarded || !self.tx.looped.is_empty() {
             return Some(Instant::ZERO);
         }
         self.timers.first().map(|(t, _)| *t)
@@ -932,6 +980,15 @@ impl<P: Port> NetStack<P> {
             }
         }
         self.rx_scratch = frames;
+        // Packets we sent ourselves.
+        for _ in 0..self.tx.looped.len() {
+            let Some(f) = self.tx.looped.pop_front() else {
+                break;
+            };
+            work = true;
+            self.tx.stats.looped += 1;
+            self.demux(f, now);
+        }
         // Frames other workers received for our flows.
         if let Some((q, me)) = self.fwd.as_ref().map(|f| (Arc::clone(&f.queues), f.me)) {
             for _ in 0..self.cfg.rx_burst.max(1) * 4 {

@@ -288,6 +288,46 @@ fn corrupted_bits_are_caught_with_checksum_offload() {
     corrupted_bits_are_caught(true);
 }
 
+/// A connection to our own address never reaches the link: the packets loop back inside
+/// the stack (the messenger connects to itself over TCP, as Ceph's does).
+#[test]
+fn a_connection_to_ourselves_loops_back() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    net.b.listen(PORT).unwrap();
+    let c = net.b.connect(ep_b()).unwrap();
+    let mut server = None;
+    net.run_until(Duration::from_secs(2), |net| {
+        server = server.or_else(|| {
+            net.ev_b.iter().find_map(|e| match e {
+                StackEvent::Accepted { conn, .. } => Some(*conn),
+                _ => None,
+            })
+        });
+        server.is_some() && net.ev_b.contains(&StackEvent::Connected(c))
+    });
+    let s = server.unwrap();
+    let data = pattern(9, 300_000);
+    let (mut sent, mut got) = (0, Vec::new());
+    let mut buf = vec![0u8; 65536];
+    net.run_until(Duration::from_secs(5), |net| {
+        if sent < data.len() {
+            sent += net.b.send(c, &data[sent..]).unwrap();
+        }
+        let n = net.b.recv(s, &mut buf).unwrap();
+        got.extend_from_slice(&buf[..n]);
+        got.len() == data.len()
+    });
+    assert!(got == data, "bytes arrive intact and in order");
+    let st = net.b.stats();
+    assert!(st.looped > 200, "{st:?}");
+    assert_eq!(
+        net.link.stats(Dir::BtoA).sent,
+        0,
+        "nothing left through the link"
+    );
+    assert_eq!(st.arp_requests_sent, 0, "no ARP for ourselves");
+}
+
 #[test]
 fn a_thousand_connections_each_echo() {
     let mut net = Net::new(LinkConfig::default(), |c| {

@@ -21,6 +21,7 @@
 mod conn;
 mod core;
 mod dispatch;
+mod dpdk;
 mod idmap;
 mod perf;
 mod posix;
@@ -34,6 +35,7 @@ use std::thread::JoinHandle;
 
 pub use conn::ConnectionRef;
 pub use dispatch::{Dispatcher, Incoming};
+pub use dpdk::{Backend, DpdkConfig, UserspaceConfig};
 pub use transport::TransportKind;
 
 use self::core::Core;
@@ -78,9 +80,17 @@ pub struct MessengerBuilder {
     dispatch_throttle_bytes: u64,
     inject_socket_failures: u64,
     auth: AuthConfig,
+    userspace: Option<UserspaceConfig>,
 }
 
 impl MessengerBuilder {
+    /// The `dpdk` transport on this device and address (sets the transport too).
+    pub fn userspace(mut self, cfg: UserspaceConfig) -> Self {
+        self.transport = TransportKind::Dpdk;
+        self.userspace = Some(cfg);
+        self
+    }
+
     /// The transport (default: posix).
     pub fn transport(mut self, t: TransportKind) -> Self {
         self.transport = t;
@@ -133,6 +143,7 @@ impl MessengerBuilder {
         let transport: Box<dyn transport::Transport> = match self.transport {
             TransportKind::Simple => Box::new(simple::Simple::new()),
             TransportKind::Posix => Box::new(posix::Posix::new(self.workers)),
+            TransportKind::Dpdk => Box::new(dpdk::Dpdk::new(self.userspace)),
         };
         let core = Arc::new(Core::new(
             cfg,
@@ -183,6 +194,7 @@ impl Messenger {
             dispatch_throttle_bytes: 100 << 20,
             inject_socket_failures: 0,
             auth: AuthConfig::Empty,
+            userspace: None,
         }
     }
 

@@ -1206,7 +1206,7 @@ impl Worker {
 }
 
 /// Feeds the receive buffer to the engine until it stops making progress.
-fn feed(
+pub(super) fn feed(
     engine: &mut crate::proto::Connection,
     now: Instant,
     rx: &mut BytesMut,

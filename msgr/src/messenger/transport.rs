@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::conn::ConnShared;
 use super::core::Core;
+use super::dpdk::DpdkIo;
 use super::posix::PosixIo;
 use super::simple::SimpleIo;
 use crate::msg::Message;
@@ -25,6 +26,9 @@ pub enum TransportKind {
     /// owning its connections.
     #[default]
     Posix,
+    /// The userspace TCP/IP stack on DPDK (or an in-memory switch in tests): workers on
+    /// poll-mode queues own their connections; fast dispatch runs on the worker.
+    Dpdk,
 }
 
 impl TransportKind {
@@ -33,6 +37,7 @@ impl TransportKind {
         match self {
             Self::Simple => "simple",
             Self::Posix => "posix",
+            Self::Dpdk => "dpdk",
         }
     }
 }
@@ -43,11 +48,9 @@ impl std::str::FromStr for TransportKind {
         match s {
             "simple" => Ok(Self::Simple),
             "posix" => Ok(Self::Posix),
-            "dpdk" => {
-                Err("transport dpdk is not built yet (see issue 5); use simple or posix".into())
-            }
+            "dpdk" => Ok(Self::Dpdk),
             other => Err(format!(
-                "unknown transport {other:?} (expected simple or posix)"
+                "unknown transport {other:?} (expected simple, posix or dpdk)"
             )),
         }
     }
@@ -57,20 +60,28 @@ impl std::str::FromStr for TransportKind {
 pub(crate) enum ConnIo {
     Simple(SimpleIo),
     Posix(PosixIo),
+    Dpdk(DpdkIo),
 }
 
 impl ConnIo {
     pub(crate) fn simple(&self) -> Option<&SimpleIo> {
         match self {
             Self::Simple(s) => Some(s),
-            Self::Posix(_) => None,
+            _ => None,
         }
     }
 
     pub(crate) fn posix(&self) -> Option<&PosixIo> {
         match self {
             Self::Posix(p) => Some(p),
-            Self::Simple(_) => None,
+            _ => None,
+        }
+    }
+
+    pub(crate) fn dpdk(&self) -> Option<&DpdkIo> {
+        match self {
+            Self::Dpdk(p) => Some(p),
+            _ => None,
         }
     }
 }

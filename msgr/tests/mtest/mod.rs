@@ -1026,6 +1026,9 @@ impl NodeBuilder {
             .workers(self.workers)
             .options(self.options)
             .inject_socket_failures(self.inject);
+        if self.kind == TransportKind::Dpdk {
+            b = b.userspace(switch_node());
+        }
         if let Some(t) = self.dispatch_throttle {
             b = b.dispatch_throttle_bytes(t);
         }
@@ -1040,7 +1043,12 @@ impl NodeBuilder {
         }
         m.add_dispatcher_tail(rec.clone());
         if self.bind {
-            m.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+            let any = if self.kind == TransportKind::Dpdk {
+                "0.0.0.0:0" // the stack's own address
+            } else {
+                "127.0.0.1:0"
+            };
+            m.bind(any.parse().unwrap()).expect("bind");
         }
         m.start().expect("start");
         let addr = m.my_addr();
@@ -1065,6 +1073,33 @@ pub(crate) fn shutdown_all(nodes: &[&Node]) {
     }
     let took = t0.elapsed();
     assert!(took < Duration::from_secs(15), "shutdown took {took:?}");
+}
+
+/// The in-process network of the dpdk transport's tests: one in-memory Ethernet switch,
+/// a port and an address (10.66.0.0/16) per node.
+fn switch_node() -> msgr::messenger::UserspaceConfig {
+    use msgr::messenger::{Backend, UserspaceConfig};
+    use std::sync::OnceLock;
+    static SWITCH: OnceLock<stack::memlink::Switch> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    let sw = SWITCH.get_or_init(|| stack::memlink::Switch::new(1 << 16));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let ip = std::net::Ipv4Addr::new(10, 66, (n >> 8) as u8, n as u8);
+    UserspaceConfig::new(Backend::Switch(sw.port()), ip, 16)
+}
+
+/// The dpdk transport's instances of scenario functions (on the in-memory switch, see
+/// `switch_node`): `dpdk_transport! { scenario => scenario_dpdk; }`.
+#[macro_export]
+macro_rules! dpdk_transport {
+    ($($f:ident => $name:ident;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $f(msgr::messenger::TransportKind::Dpdk)
+            }
+        )*
+    };
 }
 
 /// Instantiates scenario functions taking a [`TransportKind`] as one test per transport:

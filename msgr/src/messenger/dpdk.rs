@@ -1,0 +1,1190 @@
+//! Transport `dpdk`: the messenger on the userspace TCP/IP stack (crate `stack`), Ceph's
+//! AsyncMessenger shape with the kernel taken out of the data path.
+//!
+//! Each worker is one run-to-completion loop over one queue pair of the device: receive
+//! burst → the worker's `NetStack` → this module's handler → the connection's sans-IO engine
+//! → fast dispatch (inline, on the same lcore) → the reply queued on the engine → written to
+//! the stack → transmit burst, all in one turn, with no system call and no thread hop. A
+//! connection lives on the worker whose stack holds its TCP flow (the queue the device
+//! steers it to; outbound connections pick a local port that steers back to their worker):
+//! a flow cannot move between stacks, so neither can its session — except when an accept
+//! on another worker replaces it (Ceph's lossless replace), where the session follows the
+//! new socket to that worker.
+//!
+//! Other threads (the application, the DispatchQueue thread replying to queued messages)
+//! reach a connection through its owner's bounded command queue, which the worker drains
+//! every turn; the worker's idle policy bounds how long a command waits (busy-polling: not
+//! at all; sleeping: at most the nap).
+//!
+//! The device is a [`Backend`]: DPDK (EAL arguments, a port, N queues, workers on lcores),
+//! or an in-memory switch port for in-process tests of the same code.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_queue::ArrayQueue;
+use stack::netstack::StackError;
+use stack::smoltcp::time::Instant as StackInstant;
+use stack::smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
+use stack::worker::{Clock, Handler, MonotonicClock};
+use stack::{ConnId, IdlePolicy, NetStack, Port, StackConfig, StackEvent};
+use tracing::{debug, trace, warn};
+
+use super::conn::ConnShared;
+use super::core::Core;
+use super::idmap::IdMap;
+use super::posix::feed;
+use super::transport::{ConnIo, Transport};
+use crate::msg::Message;
+use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
+use crate::time::Instant;
+
+/// Commands a worker queue holds before senders are pushed back.
+const QUEUE_DEPTH: usize = 4096;
+/// Reads per connection per service pass (each takes what the socket holds, up to
+/// [`READ_MAX`]).
+const READ_BUDGET: usize = 16;
+/// Largest single read from a socket's buffer.
+const READ_MAX: usize = 1 << 20;
+/// Chunks taken from the engine per write round.
+const TX_CHUNKS: usize = 64;
+/// How long a stopping worker keeps polling so its FINs leave.
+const LINGER: Duration = Duration::from_millis(20);
+/// How long `start` waits for the device to come up.
+const START_LIMIT: Duration = Duration::from_secs(60);
+
+/// How a userspace transport reaches the network.
+pub enum Backend {
+    /// A DPDK port (see [`DpdkConfig`]).
+    Dpdk(DpdkConfig),
+    /// A port of an in-memory switch: one worker on a thread, for in-process tests.
+    Switch(stack::memlink::SwitchPort),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Dpdk(c) => f.debug_tuple("Dpdk").field(c).finish(),
+            Self::Switch(p) => write!(f, "Switch(port {})", p.index()),
+        }
+    }
+}
+
+/// The DPDK side of the `dpdk` transport.
+#[derive(Debug, Clone)]
+pub struct DpdkConfig {
+    /// EAL arguments (without the program name), e.g.
+    /// `--no-pci --vdev=net_tap0,iface=dtap0 -l 0-1 --file-prefix msgr`.
+    pub eal_args: Vec<String>,
+    /// The DPDK port to use.
+    pub port: u16,
+    /// Workers, one per queue pair (the first on the main lcore, the others on the worker
+    /// lcores of `-l`/`--lcores`).
+    pub workers: u16,
+}
+
+/// Configuration of a userspace transport.
+#[derive(Debug)]
+pub struct UserspaceConfig {
+    /// The device.
+    pub backend: Backend,
+    /// Our address.
+    pub ip: Ipv4Addr,
+    /// Our subnet's prefix length (neighbours in it are reached directly).
+    pub prefix: u8,
+    /// The next hop for addresses outside the subnet.
+    pub gateway: Option<Ipv4Addr>,
+    /// Our MAC for backends that have none of their own (the switch).
+    pub mac: [u8; 6],
+    /// What a worker does when a turn finds nothing.
+    pub idle: IdlePolicy,
+}
+
+impl UserspaceConfig {
+    /// `ip/prefix` on `backend`, default idle policy (spin briefly, then nap ≤ 50 µs).
+    pub fn new(backend: Backend, ip: Ipv4Addr, prefix: u8) -> Self {
+        let o = ip.octets();
+        Self {
+            backend,
+            ip,
+            prefix,
+            gateway: None,
+            mac: [0x02, 0x6d, o[0], o[1], o[2], o[3]],
+            idle: IdlePolicy::default(),
+        }
+    }
+}
+
+/// Per-connection state of the dpdk transport.
+pub(crate) struct DpdkIo {
+    owner: AtomicUsize,
+}
+
+// `Send` (a whole Message) is the big and the common variant (see posix's `Cmd`).
+#[allow(clippy::large_enum_variant)]
+enum Cmd {
+    /// Take charge of a new outgoing connection (its engine has a Dial pending).
+    Start(Arc<ConnShared>),
+    Send {
+        conn: Arc<ConnShared>,
+        msg: Message,
+    },
+    Keepalive(Arc<ConnShared>),
+    /// Run the connection: its engine changed under another thread.
+    Service(Arc<ConnShared>),
+    /// The engine was stopped (mark_down): drop the connection.
+    Closed(Arc<ConnShared>),
+    /// The session moved to another worker (it adopted a socket there): forget it here,
+    /// closing this worker's stale socket, without stopping the engine.
+    Detach(Arc<ConnShared>),
+    Shutdown,
+}
+
+struct WorkerShared {
+    queue: ArrayQueue<Cmd>,
+    load: AtomicUsize,
+    stopped: AtomicBool,
+}
+
+impl WorkerShared {
+    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
+    fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
+        self.queue.push(cmd)?;
+        if self.stopped.load(Ordering::SeqCst) {
+            self.discard_queued(core);
+        }
+        Ok(())
+    }
+
+    fn discard_queued(&self, core: &Core) {
+        while let Some(cmd) = self.queue.pop() {
+            if let Cmd::Start(conn) = cmd {
+                conn.engine().mark_down();
+                core.forget(&conn);
+            }
+        }
+    }
+}
+
+pub(crate) struct Dpdk {
+    /// Taken by `start` (`None` after, or when the builder was given none).
+    cfg: Mutex<Option<UserspaceConfig>>,
+    ip: Ipv4Addr,
+    workers: Vec<Arc<WorkerShared>>,
+    listen: Mutex<Option<u16>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    started: AtomicBool,
+}
+
+thread_local! {
+    /// (messenger id, worker index) of the worker running on this thread.
+    static CURRENT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
+    /// Connections the running worker must pump after the current callback returns.
+    static DIRTY: std::cell::RefCell<Vec<Arc<ConnShared>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn core_id(core: &Arc<Core>) -> usize {
+    Arc::as_ptr(core) as usize
+}
+
+impl Dpdk {
+    pub(crate) fn new(cfg: Option<UserspaceConfig>) -> Self {
+        let n = match cfg.as_ref().map(|c| &c.backend) {
+            Some(Backend::Dpdk(d)) => usize::from(d.workers.max(1)),
+            _ => 1,
+        };
+        let workers = (0..n)
+            .map(|_| {
+                Arc::new(WorkerShared {
+                    queue: ArrayQueue::new(QUEUE_DEPTH),
+                    load: AtomicUsize::new(0),
+                    stopped: AtomicBool::new(false),
+                })
+            })
+            .collect();
+        Self {
+            ip: cfg.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip),
+            cfg: Mutex::new(cfg),
+            workers,
+            listen: Mutex::new(None),
+            thread: Mutex::new(None),
+            started: AtomicBool::new(false),
+        }
+    }
+
+    fn owner(conn: &ConnShared) -> usize {
+        conn.io
+            .dpdk()
+            .map_or(0, |p| p.owner.load(Ordering::Acquire))
+    }
+
+    fn set_owner(conn: &ConnShared, w: usize) {
+        if let Some(p) = conn.io.dpdk() {
+            p.owner.store(w, Ordering::Release);
+        }
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
+        let ws = &self.workers[w];
+        for attempt in 0..2000 {
+            match ws.push(core, cmd) {
+                Ok(()) => return Ok(()),
+                Err(c) => {
+                    cmd = c;
+                    if attempt > 10 {
+                        std::thread::sleep(Duration::from_micros(50));
+                    } else {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+        core.perf.send_queue_full.fetch_add(1, Ordering::Relaxed);
+        Err(cmd)
+    }
+
+    fn on_owner(core: &Arc<Core>, conn: &Arc<ConnShared>) -> bool {
+        CURRENT.with(|c| c.get()) == Some((core_id(core), Self::owner(conn)))
+    }
+}
+
+impl Transport for Dpdk {
+    fn new_io(&self) -> ConnIo {
+        ConnIo::Dpdk(DpdkIo {
+            owner: AtomicUsize::new(0),
+        })
+    }
+
+    fn bind(&self, _core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr> {
+        let ip = match addr {
+            SocketAddr::V4(a) => *a.ip(),
+            SocketAddr::V6(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the dpdk transport speaks IPv4 only",
+                ))
+            }
+        };
+        if !ip.is_unspecified() && ip != self.ip {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{ip} is not this stack's address ({})", self.ip),
+            ));
+        }
+        // Port 0: Ceph's first OSD port (each stack is its own host: no clash).
+        let port = if addr.port() == 0 { 6800 } else { addr.port() };
+        *self.listen.lock().unwrap_or_else(|e| e.into_inner()) = Some(port);
+        Ok(SocketAddr::V4(SocketAddrV4::new(self.ip, port)))
+    }
+
+    fn start(&self, core: &Arc<Core>) -> io::Result<()> {
+        if self.started.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let cfg = self
+            .cfg
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "transport dpdk needs a device and an address (MessengerBuilder::userspace; \
+                     on the command line --eal and --ip)",
+                )
+            })?;
+        let listen = *self.listen.lock().unwrap_or_else(|e| e.into_inner());
+        let bodies: Vec<Body> = self
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(i, ws)| Body {
+                state: WorkerState::new(i, Arc::clone(core), Arc::clone(ws), self.workers.clone()),
+                listen,
+            })
+            .collect();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let name = format!("ms-{}-dpdk", core.config().name);
+        let t = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || platform::run(cfg, bodies, ready_tx))?;
+        *self.thread.lock().unwrap_or_else(|e| e.into_inner()) = Some(t);
+        match ready_rx.recv_timeout(START_LIMIT) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.join();
+                Err(io::Error::other(e))
+            }
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the userspace stack did not come up within {START_LIMIT:?}"),
+            )),
+        }
+    }
+
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let w = (0..self.workers.len())
+            .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        Self::set_owner(conn, w);
+        self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+        if self.post(core, w, Cmd::Start(Arc::clone(conn))).is_err() {
+            warn!(
+                conn = conn.id(),
+                "worker queue full: connection not started"
+            );
+        }
+    }
+
+    fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
+        if Self::on_owner(core, conn) {
+            // A reply from a fast-dispatch callback on the owning lcore: onto the engine
+            // now, written when the callback returns, in this turn.
+            let r = conn.engine().send_message(core.now(), m);
+            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(conn)));
+            return r;
+        }
+        if conn.closed.load(Ordering::Acquire) {
+            return Err(SendError::Closed(Box::new(m)));
+        }
+        let cmd = Cmd::Send {
+            conn: Arc::clone(conn),
+            msg: m,
+        };
+        match self.post(core, Self::owner(conn), cmd) {
+            Ok(()) => Ok(()),
+            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(Box::new(msg))),
+            Err(_) => Ok(()),
+        }
+    }
+
+    fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let _ = self.post(core, Self::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+    }
+
+    fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
+            let _ = self.post(core, Self::owner(conn), Cmd::Closed(Arc::clone(conn)));
+        }
+    }
+
+    fn shutdown(&self, core: &Arc<Core>) {
+        for w in 0..self.workers.len() {
+            let _ = self.post(core, w, Cmd::Shutdown);
+        }
+    }
+
+    fn join(&self) {
+        let t = self.thread.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = t {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What runs on one worker: the transport's state for it, handed to the backend, which
+/// builds the worker's stack and calls [`Body::run`] on the worker's thread or lcore.
+pub(crate) struct Body {
+    state: WorkerState,
+    listen: Option<u16>,
+}
+
+impl Body {
+    /// A guard that tells every worker to stop when dropped (a worker that unwinds must
+    /// not leave the others running: whoever waits for them would wait forever).
+    pub(crate) fn stopper(&self) -> Stopper {
+        Stopper {
+            core: Arc::clone(&self.state.core),
+            workers: self.state.peers.clone(),
+        }
+    }
+
+    /// The worker's loop, until the messenger shuts down.
+    pub(crate) fn run<P: Port, C: Clock>(self, mut stack: NetStack<P>, clock: C, idle: IdlePolicy) {
+        let core = Arc::clone(&self.state.core);
+        CURRENT.with(|c| c.set(Some((core_id(&core), self.state.idx))));
+        if let Some(p) = self.listen {
+            if let Err(e) = stack.listen(p) {
+                warn!(port = p, error = %e, "listen failed");
+            }
+        }
+        debug!(worker = self.state.idx, "dpdk worker started");
+        let mut w = stack::Worker::new(stack, self.state, clock, idle);
+        while !w.handler.stop {
+            w.step();
+        }
+        w.handler.close_all(&mut w.stack);
+        // Let the FINs leave (bounded), then stop for good.
+        #[allow(clippy::disallowed_methods)] // a driver: bounds its linger by the clock
+        let end = std::time::Instant::now() + LINGER;
+        #[allow(clippy::disallowed_methods)]
+        while std::time::Instant::now() < end {
+            w.turn();
+            std::thread::yield_now();
+        }
+        w.handler.me.stopped.store(true, Ordering::SeqCst);
+        w.handler.me.discard_queued(&core);
+        CURRENT.with(|c| c.set(None));
+        debug!(worker = w.handler.idx, stats = ?w.stack.stats(), "dpdk worker stopped");
+    }
+}
+
+/// See [`Body::stopper`].
+pub(crate) struct Stopper {
+    core: Arc<Core>,
+    workers: Vec<Arc<WorkerShared>>,
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        for w in &self.workers {
+            let _ = w.push(&self.core, Cmd::Shutdown);
+        }
+    }
+}
+
+/// One connection as a worker holds it.
+struct Entry {
+    conn: Arc<ConnShared>,
+    sock: Option<ConnId>,
+    gen: u64,
+    connecting: bool,
+    rx: BytesMut,
+    tx: VecDeque<Bytes>,
+    blocked: bool,
+    deadline: Option<Instant>,
+    touched: bool,
+}
+
+struct WorkerState {
+    idx: usize,
+    core: Arc<Core>,
+    me: Arc<WorkerShared>,
+    peers: Vec<Arc<WorkerShared>>,
+    conns: IdMap<usize, Entry>,
+    by_id: IdMap<u64, usize>,
+    by_sock: HashMap<ConnId, usize>,
+    timers: BTreeSet<(Instant, usize)>,
+    touched: Vec<usize>,
+    pending_read: Vec<usize>,
+    spare_events: Vec<Event>,
+    next_token: usize,
+    now: Instant,
+    stop: bool,
+}
+
+struct Pass {
+    events: Vec<Event>,
+    close_sock: bool,
+    accept: Option<(AcceptOutcome, Option<Arc<ConnShared>>)>,
+}
+
+impl WorkerState {
+    fn new(
+        idx: usize,
+        core: Arc<Core>,
+        me: Arc<WorkerShared>,
+        peers: Vec<Arc<WorkerShared>>,
+    ) -> Self {
+        Self {
+            idx,
+            core,
+            me,
+            peers,
+            conns: IdMap::default(),
+            by_id: IdMap::default(),
+            by_sock: HashMap::new(),
+            timers: BTreeSet::new(),
+            touched: Vec::new(),
+            pending_read: Vec::new(),
+            spare_events: Vec::new(),
+            next_token: 0,
+            now: Instant::ZERO,
+            stop: false,
+        }
+    }
+
+    fn accepted<P: Port>(&mut self, st: &mut NetStack<P>, sock: ConnId, remote: IpEndpoint) {
+        if self.core.stopping.load(Ordering::Acquire) {
+            let _ = st.abort(sock);
+            return;
+        }
+        let IpAddress::Ipv4(ip) = remote.addr;
+        let peer = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip.octets()), remote.port));
+        let conn = self.core.accepted(peer);
+        Dpdk::set_owner(&conn, self.idx);
+        self.me.load.fetch_add(1, Ordering::Relaxed);
+        trace!(worker = self.idx, %peer, conn = conn.id(), "accepted");
+        self.adopt(st, conn, Some(sock), BytesMut::new(), 0);
+    }
+
+    fn adopt<P: Port>(
+        &mut self,
+        st: &mut NetStack<P>,
+        conn: Arc<ConnShared>,
+        sock: Option<ConnId>,
+        rx: BytesMut,
+        gen: u64,
+    ) {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            // The session takes over another socket (a replace): the old one goes.
+            self.close_sock(st, t);
+            let e = self.conns.get_mut(&t).expect("by_id and conns agree");
+            e.sock = sock;
+            e.gen = gen;
+            e.rx = rx;
+            if let Some(s) = sock {
+                self.by_sock.insert(s, t);
+            }
+            self.service(st, t, true);
+            return;
+        }
+        let t = self.next_token;
+        self.next_token += 1;
+        let e = Entry {
+            conn,
+            sock,
+            gen,
+            connecting: false,
+            rx,
+            tx: VecDeque::new(),
+            blocked: false,
+            deadline: None,
+            touched: false,
+        };
+        if let Some(s) = sock {
+            self.by_sock.insert(s, t);
+        }
+        self.by_id.insert(e.conn.id(), t);
+        self.conns.insert(t, e);
+        self.service(st, t, true);
+    }
+
+    fn commands<P: Port>(&mut self, st: &mut NetStack<P>) -> bool {
+        let mut any = false;
+        for _ in 0..QUEUE_DEPTH {
+            let Some(cmd) = self.me.queue.pop() else {
+                break;
+            };
+            any = true;
+            self.handle(st, cmd);
+        }
+        for t in std::mem::take(&mut self.touched) {
+            if let Some(e) = self.conns.get_mut(&t) {
+                e.touched = false;
+                self.service(st, t, false);
+            }
+        }
+        any
+    }
+
+    fn touch(&mut self, t: usize) {
+        if let Some(e) = self.conns.get_mut(&t) {
+            if !e.touched {
+                e.touched = true;
+                self.touched.push(t);
+            }
+        }
+    }
+
+    fn handle<P: Port>(&mut self, st: &mut NetStack<P>, cmd: Cmd) {
+        match cmd {
+            Cmd::Start(conn) => self.adopt(st, conn, None, BytesMut::new(), 0),
+            Cmd::Send { conn, msg } => {
+                if let Some(t) = self.route(&conn, || Cmd::Send {
+                    conn: Arc::clone(&conn),
+                    msg: msg.clone(),
+                }) {
+                    if conn.engine().send_message(self.now, msg).is_err() {
+                        trace!(conn = conn.id(), "send on a closed connection dropped");
+                    }
+                    self.touch(t);
+                }
+            }
+            Cmd::Keepalive(conn) => {
+                if let Some(t) = self.route(&conn, || Cmd::Keepalive(Arc::clone(&conn))) {
+                    conn.engine().send_keepalive();
+                    self.touch(t);
+                }
+            }
+            Cmd::Service(conn) => {
+                if let Some(t) = self.route(&conn, || Cmd::Service(Arc::clone(&conn))) {
+                    self.touch(t);
+                }
+            }
+            Cmd::Closed(conn) => {
+                if let Some(&t) = self.by_id.get(&conn.id()) {
+                    self.drop_entry(st, t, true);
+                }
+            }
+            Cmd::Detach(conn) => {
+                if let Some(&t) = self.by_id.get(&conn.id()) {
+                    self.drop_entry(st, t, false);
+                }
+            }
+            Cmd::Shutdown => self.stop = true,
+        }
+    }
+
+    /// The token of a connection this worker owns, or forwards `again()` to its owner.
+    fn route(&mut self, conn: &Arc<ConnShared>, again: impl FnOnce() -> Cmd) -> Option<usize> {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            return Some(t);
+        }
+        let owner = Dpdk::owner(conn);
+        if owner != self.idx && owner < self.peers.len() {
+            let _ = self.peers[owner].push(&self.core, again());
+        }
+        None
+    }
+
+    fn connected<P: Port>(&mut self, st: &mut NetStack<P>, sock: ConnId) {
+        let Some(&t) = self.by_sock.get(&sock) else {
+            return;
+        };
+        let Some(e) = self.conns.get_mut(&t) else {
+            return;
+        };
+        e.connecting = false;
+        let conn = Arc::clone(&e.conn);
+        let mut engine = conn.engine();
+        if conn.gen() != e.gen {
+            // The session took another socket (a replace) while this one connected.
+            drop(engine);
+            self.close_sock(st, t);
+            return;
+        }
+        e.gen = conn.next_gen();
+        engine.handle_connected(self.now);
+        drop(engine);
+        self.service(st, t, true);
+    }
+
+    /// The stack reports a socket gone (reset, refused, timed out, or closed after us).
+    fn sock_closed<P: Port>(&mut self, st: &mut NetStack<P>, sock: ConnId) {
+        let Some(t) = self.by_sock.remove(&sock) else {
+            return;
+        };
+        let Some(e) = self.conns.get_mut(&t) else {
+            return;
+        };
+        if e.sock != Some(sock) {
+            return;
+        }
+        e.sock = None;
+        // The stack does not say why (a reset, or the handshake timed out): a failed
+        // connect is not called a refusal.
+        let kind = if e.connecting {
+            TransportError::ConnectFailed
+        } else {
+            TransportError::Io
+        };
+        e.connecting = false;
+        e.rx.clear();
+        e.tx.clear();
+        let conn = Arc::clone(&e.conn);
+        conn.engine().handle_transport_error(self.now, kind);
+        self.core.fault(&conn, &Fault::Transport(kind));
+        self.service(st, t, false);
+    }
+
+    fn dial<P: Port>(&mut self, st: &mut NetStack<P>, t: usize) {
+        let Some(e) = self.conns.get(&t) else {
+            return;
+        };
+        let conn = Arc::clone(&e.conn);
+        self.core.deliver(&conn, Event::Dial);
+        let target = conn.engine().peer_addr().and_then(|a| a.addr);
+        self.close_sock(st, t);
+        let ep = match target {
+            Some(SocketAddr::V4(a)) => Some(IpEndpoint::new(
+                IpAddress::Ipv4(Ipv4Address::from(a.ip().octets())),
+                a.port(),
+            )),
+            _ => None,
+        };
+        let r = match ep {
+            Some(ep) => st.connect(ep),
+            None => Err(StackError::Unaddressable),
+        };
+        let e = self.conns.get_mut(&t).expect("still here");
+        match r {
+            Ok(s) => {
+                e.sock = Some(s);
+                e.gen = conn.gen();
+                e.connecting = true;
+                e.rx.clear();
+                e.tx.clear();
+                self.by_sock.insert(s, t);
+            }
+            Err(err) => {
+                debug!(conn = conn.id(), error = %err, "connect failed");
+                conn.engine()
+                    .handle_transport_error(self.now, TransportError::ConnectFailed);
+            }
+        }
+    }
+
+    fn close_sock<P: Port>(&mut self, st: &mut NetStack<P>, t: usize) {
+        if let Some(e) = self.conns.get_mut(&t) {
+            if let Some(s) = e.sock.take() {
+                self.by_sock.remove(&s);
+                let _ = st.close(s);
+            }
+            e.rx.clear();
+            e.tx.clear();
+            e.blocked = false;
+            e.connecting = false;
+        }
+    }
+
+    /// Forgets a connection; `forget` also removes it from the messenger (false when it
+    /// only moved to another worker).
+    fn drop_entry<P: Port>(&mut self, st: &mut NetStack<P>, t: usize, forget: bool) {
+        self.close_sock(st, t);
+        if let Some(e) = self.conns.remove(&t) {
+            self.by_id.remove(&e.conn.id());
+            if let Some(d) = e.deadline {
+                self.timers.remove(&(d, t));
+            }
+            self.me.load.fetch_sub(1, Ordering::Relaxed);
+            if forget {
+                self.core.forget(&e.conn);
+            }
+        }
+    }
+
+    fn fire_timers<P: Port>(&mut self, st: &mut NetStack<P>) -> bool {
+        let now = self.now;
+        let mut any = false;
+        while let Some(&(d, t)) = self.timers.first() {
+            if d > now {
+                break;
+            }
+            any = true;
+            self.timers.pop_first();
+            if let Some(e) = self.conns.get_mut(&t) {
+                e.deadline = None;
+                let r = e.conn.engine().handle_timeout(now);
+                if let Err(f) = r {
+                    let conn = Arc::clone(&e.conn);
+                    self.core.fault(&conn, &f);
+                    self.close_sock(st, t);
+                }
+                let e = self.conns.get_mut(&t).expect("still here");
+                let was_blocked = std::mem::take(&mut e.blocked);
+                self.service(st, t, was_blocked);
+            }
+        }
+        any
+    }
+
+    fn service<P: Port>(&mut self, st: &mut NetStack<P>, t: usize, read: bool) {
+        let mut read = read;
+        for _ in 0..8 {
+            let Some(pass) = self.pass(st, t, read) else {
+                return;
+            };
+            read = false;
+            if !self.after_pass(st, t, pass) {
+                break;
+            }
+        }
+        self.flush_dirty(st);
+    }
+
+    /// One locked step over a connection's engine: input, events, output, timer.
+    fn pass<P: Port>(&mut self, st: &mut NetStack<P>, t: usize, read: bool) -> Option<Pass> {
+        let now = self.now;
+        let core = Arc::clone(&self.core);
+        let e = self.conns.get_mut(&t)?;
+        let conn = Arc::clone(&e.conn);
+        let mut engine = conn.engine();
+        let mut pass = Pass {
+            events: std::mem::take(&mut self.spare_events),
+            close_sock: false,
+            accept: None,
+        };
+        if e.sock.is_some() && e.gen != conn.gen() {
+            pass.close_sock = true;
+        }
+        let live = !pass.close_sock && !e.connecting && e.sock.is_some();
+        // Input: what is buffered first (a throttle retry), then the socket — unless a
+        // throttle holds it back: then nothing is read (TCP's window pushes back).
+        if live && !e.blocked && !e.rx.is_empty() {
+            match feed(&mut engine, now, &mut e.rx) {
+                Ok(InputStatus::Blocked) => {
+                    e.blocked = true;
+                    core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(f) => {
+                    core.perf.fault(&f);
+                    pass.close_sock = true;
+                }
+            }
+        }
+        if let (true, true, false, false, Some(sock)) =
+            (read, live, pass.close_sock, e.blocked, e.sock)
+        {
+            for _ in 0..READ_BUDGET {
+                let want = engine.rx_hint().clamp(64 * 1024, READ_MAX);
+                let rx = &mut e.rx;
+                let r = if core.inject.fail_now() {
+                    core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+                    Err(StackError::NotOpen)
+                } else {
+                    st.recv_with(sock, want, |b| rx.extend_from_slice(b))
+                };
+                match r {
+                    Ok(0) => {
+                        if st.peer_closed(sock).unwrap_or(true)
+                            && st.recv_queue(sock).unwrap_or(0) == 0
+                        {
+                            engine.handle_transport_error(now, TransportError::Eof);
+                            core.perf.fault(&Fault::Transport(TransportError::Eof));
+                            pass.close_sock = true;
+                        }
+                        break;
+                    }
+                    Ok(n) => {
+                        core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                        match feed(&mut engine, now, &mut e.rx) {
+                            Ok(InputStatus::Blocked) => {
+                                e.blocked = true;
+                                core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(_) => {}
+                            Err(f) => {
+                                core.perf.fault(&f);
+                                pass.close_sock = true;
+                                break;
+                            }
+                        }
+                        if n < want {
+                            // The socket is empty; more raises a new Readable.
+                            if st.peer_closed(sock).unwrap_or(false) {
+                                continue;
+                            }
+                            break;
+                        }
+                        if st.recv_queue(sock).unwrap_or(0) == 0 {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        engine.handle_transport_error(now, TransportError::Io);
+                        core.perf.fault(&Fault::Transport(TransportError::Io));
+                        pass.close_sock = true;
+                        break;
+                    }
+                }
+            }
+            if !pass.close_sock && !e.blocked && st.recv_queue(sock).unwrap_or(0) > 0 {
+                self.pending_read.push(t);
+            }
+        }
+        while let Some(ev) = engine.poll_event() {
+            if let Event::AcceptRequest = ev {
+                let (outcome, existing) = core.resolve_accept(&conn, &mut engine, now);
+                pass.accept = Some((outcome, existing));
+                continue;
+            }
+            pass.events.push(ev);
+        }
+        if let (false, false, Some(sock)) = (pass.close_sock, e.connecting, e.sock) {
+            if let Err(err) = write_out(st, sock, &mut e.tx, &mut engine, now, &core) {
+                trace!(conn = conn.id(), error = %err, "write failed");
+                engine.handle_transport_error(now, TransportError::Io);
+                core.perf.fault(&Fault::Transport(TransportError::Io));
+                pass.close_sock = true;
+                while let Some(ev) = engine.poll_event() {
+                    pass.events.push(ev);
+                }
+            }
+        }
+        let deadline = engine.poll_timeout();
+        if e.deadline != deadline {
+            if let Some(d) = e.deadline {
+                self.timers.remove(&(d, t));
+            }
+            if let Some(d) = deadline {
+                self.timers.insert((d, t));
+            }
+            e.deadline = deadline;
+        }
+        if engine.is_closed() {
+            pass.close_sock = true;
+        }
+        Some(pass)
+    }
+
+    fn after_pass<P: Port>(&mut self, st: &mut NetStack<P>, t: usize, pass: Pass) -> bool {
+        let Some(conn) = self.conns.get(&t).map(|e| Arc::clone(&e.conn)) else {
+            return false;
+        };
+        let mut again = false;
+        let adopted = matches!(pass.accept, Some((AcceptOutcome::Adopted, Some(_))));
+        if pass.close_sock && !adopted {
+            self.close_sock(st, t);
+        }
+        if let Some((outcome, existing)) = pass.accept {
+            again |= self.accept_outcome(st, t, outcome, existing);
+            if !self.conns.contains_key(&t) {
+                return false;
+            }
+        }
+        let mut events = pass.events;
+        for ev in events.drain(..) {
+            match ev {
+                Event::Dial => {
+                    self.dial(st, t);
+                    again = true;
+                }
+                ev => self.core.deliver(&conn, ev),
+            }
+        }
+        self.spare_events = events;
+        if conn.engine().is_closed() {
+            self.drop_entry(st, t, true);
+            return false;
+        }
+        again
+    }
+
+    fn accept_outcome<P: Port>(
+        &mut self,
+        st: &mut NetStack<P>,
+        t: usize,
+        outcome: AcceptOutcome,
+        existing: Option<Arc<ConnShared>>,
+    ) -> bool {
+        match (outcome, existing) {
+            (AcceptOutcome::Adopted, Some(ex)) => {
+                // The existing session takes this socket. The socket cannot leave this
+                // worker's stack, so the session comes here.
+                let Some(mut e) = self.conns.remove(&t) else {
+                    return false;
+                };
+                self.by_id.remove(&e.conn.id());
+                if let Some(d) = e.deadline {
+                    self.timers.remove(&(d, t));
+                }
+                self.me.load.fetch_sub(1, Ordering::Relaxed);
+                self.core.forget(&e.conn);
+                let sock = e.sock.take();
+                if let Some(s) = sock {
+                    self.by_sock.remove(&s);
+                }
+                let rx = std::mem::take(&mut e.rx);
+                let gen = ex.gen();
+                let owner = Dpdk::owner(&ex);
+                if owner != self.idx {
+                    Dpdk::set_owner(&ex, self.idx);
+                    self.me.load.fetch_add(1, Ordering::Relaxed);
+                    if owner < self.peers.len() {
+                        let _ = self.peers[owner].push(&self.core, Cmd::Detach(Arc::clone(&ex)));
+                    }
+                }
+                self.adopt(st, ex, sock, rx, gen);
+                false
+            }
+            (AcceptOutcome::ReplacedLossy, Some(ex)) | (AcceptOutcome::Replied(_), Some(ex)) => {
+                self.kick(st, &ex);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    fn kick<P: Port>(&mut self, st: &mut NetStack<P>, conn: &Arc<ConnShared>) {
+        if let Some(&t) = self.by_id.get(&conn.id()) {
+            self.service(st, t, false);
+            return;
+        }
+        let owner = Dpdk::owner(conn);
+        if owner < self.peers.len() {
+            let _ = self.peers[owner].push(&self.core, Cmd::Service(Arc::clone(conn)));
+        }
+    }
+
+    fn flush_dirty<P: Port>(&mut self, st: &mut NetStack<P>) {
+        loop {
+            let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            if dirty.is_empty() {
+                return;
+            }
+            for c in dirty {
+                if let Some(&t) = self.by_id.get(&c.id()) {
+                    if let Some(pass) = self.pass(st, t, false) {
+                        self.after_pass(st, t, pass);
+                    }
+                }
+            }
+        }
+    }
+
+    fn close_all<P: Port>(&mut self, st: &mut NetStack<P>) {
+        let tokens: Vec<usize> = self.conns.keys().copied().collect();
+        for t in tokens {
+            if let Some(e) = self.conns.get(&t) {
+                e.conn.engine().mark_down();
+            }
+            self.drop_entry(st, t, true);
+        }
+    }
+}
+
+impl<P: Port> Handler<P> for WorkerState {
+    fn event(&mut self, st: &mut NetStack<P>, ev: StackEvent, _now: StackInstant) {
+        self.now = self.core.now();
+        match ev {
+            StackEvent::Accepted { conn, remote, .. } => self.accepted(st, conn, remote),
+            StackEvent::Connected(s) => self.connected(st, s),
+            StackEvent::Readable(s) => {
+                if let Some(&t) = self.by_sock.get(&s) {
+                    self.service(st, t, true);
+                }
+            }
+            StackEvent::Writable(s) => {
+                if let Some(&t) = self.by_sock.get(&s) {
+                    self.service(st, t, false);
+                }
+            }
+            StackEvent::Closed(s) => self.sock_closed(st, s),
+        }
+    }
+
+    fn turn(&mut self, st: &mut NetStack<P>, _now: StackInstant) -> bool {
+        self.now = self.core.now();
+        let mut any = self.commands(st);
+        for t in std::mem::take(&mut self.pending_read) {
+            any = true;
+            self.service(st, t, true);
+        }
+        any |= self.fire_timers(st);
+        any
+    }
+}
+
+/// Writes pending chunks to the socket, then asks the engine for more while it takes them.
+fn write_out<P: Port>(
+    st: &mut NetStack<P>,
+    sock: ConnId,
+    tx: &mut VecDeque<Bytes>,
+    engine: &mut crate::proto::Connection,
+    now: Instant,
+    core: &Core,
+) -> Result<(), StackError> {
+    loop {
+        if tx.is_empty() {
+            while tx.len() < TX_CHUNKS {
+                match engine.poll_transmit(now) {
+                    Some(b) => tx.push_back(b),
+                    None => break,
+                }
+            }
+            if tx.is_empty() {
+                return Ok(());
+            }
+        }
+        // One injection point per batch of chunks, as the kernel transports have one per
+        // `writev`.
+        if core.inject.fail_now() {
+            core.perf.injected_failures.fetch_add(1, Ordering::Relaxed);
+            return Err(StackError::NotOpen);
+        }
+        while let Some(front) = tx.front_mut() {
+            let n = st.send(sock, front)?;
+            core.perf.bytes_out.fetch_add(n as u64, Ordering::Relaxed);
+            if n < front.len() {
+                // The socket buffer is full: `Writable` brings us back.
+                front.advance(n);
+                return Ok(());
+            }
+            tx.pop_front();
+        }
+    }
+}
+
+/// The addressing and loop settings of a [`UserspaceConfig`], without its backend.
+pub(crate) struct Net {
+    pub(crate) ip: Ipv4Addr,
+    pub(crate) prefix: u8,
+    pub(crate) gateway: Option<Ipv4Addr>,
+    pub(crate) mac: [u8; 6],
+    pub(crate) idle: IdlePolicy,
+}
+
+/// Stack configuration for one worker.
+fn stack_config(cfg: &Net, mac: [u8; 6], queue: u16) -> StackConfig {
+    let o = cfg.ip.octets();
+    let mut sc = StackConfig::new(
+        EthernetAddress(mac),
+        Ipv4Cidr::new(Ipv4Address::new(o[0], o[1], o[2], o[3]), cfg.prefix),
+    );
+    sc.gateway = cfg.gateway.map(|g| Ipv4Address::from(g.octets()));
+    sc.queue = queue;
+    sc.seed ^= u64::from(u32::from(cfg.ip)) << 16 | u64::from(queue);
+    sc
+}
+
+/// Bringing up a backend and running the workers on it.
+mod platform {
+    use super::*;
+
+    /// Runs on the transport's thread: brings the device up, reports on `ready`, runs the
+    /// workers until they stop, tears the device down.
+    pub(super) fn run(
+        cfg: UserspaceConfig,
+        bodies: Vec<Body>,
+        ready: mpsc::Sender<Result<(), String>>,
+    ) {
+        let UserspaceConfig {
+            backend,
+            ip,
+            prefix,
+            gateway,
+            mac,
+            idle,
+        } = cfg;
+        let net = Net {
+            ip,
+            prefix,
+            gateway,
+            mac,
+            idle,
+        };
+        match backend {
+            Backend::Switch(port) => switch(&net, port, bodies, &ready),
+            Backend::Dpdk(d) => dpdk_platform::run(&net, &d, bodies, &ready),
+        }
+    }
+
+    fn switch(
+        net: &Net,
+        port: stack::memlink::SwitchPort,
+        bodies: Vec<Body>,
+        ready: &mpsc::Sender<Result<(), String>>,
+    ) {
+        // One worker: a switch port is one queue.
+        let clock = MonotonicClock::new();
+        let sc = stack_config(net, net.mac, 0);
+        let stack = NetStack::new(sc, port, stack::l2::Neighbors::new(), clock.now());
+        let _ = ready.send(Ok(()));
+        if let Some(b) = bodies.into_iter().next() {
+            b.run(stack, clock, net.idle);
+        }
+    }
+}
+
+#[path = "dpdk_platform.rs"]
+mod dpdk_platform;
