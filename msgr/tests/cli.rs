@@ -145,7 +145,7 @@ fn bad_input_gives_one_line_and_a_status() {
         (
             &["--transport", "dpdk", "serve", "--bind", "v1:127.0.0.1:0"],
             2,
-            "not built yet",
+            "not on the command line yet",
         ),
         (
             &["ping", "--transport", "carrier-pigeon", "127.0.0.1:1"],
