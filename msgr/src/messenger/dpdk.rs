@@ -19,16 +19,15 @@
 //! The device is a [`Backend`]: DPDK (EAL arguments, a port, N queues, workers on lcores),
 //! or an in-memory switch port for in-process tests of the same code.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use crossbeam_queue::ArrayQueue;
 use stack::netstack::StackError;
 use stack::smoltcp::time::Instant as StackInstant;
 use stack::smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
@@ -38,6 +37,7 @@ use tracing::{debug, trace, warn};
 
 use super::conn::ConnShared;
 use super::core::Core;
+use super::driver::{self, Mailbox, Orphan, OwnerIo};
 use super::idmap::IdMap;
 use super::posix::feed;
 use super::transport::{ConnIo, Transport};
@@ -121,56 +121,26 @@ impl UserspaceConfig {
     }
 }
 
-/// Per-connection state of the dpdk transport.
-pub(crate) struct DpdkIo {
-    owner: AtomicUsize,
-}
-
-// `Send` (a whole Message) is the big and the common variant (see posix's `Cmd`).
-#[allow(clippy::large_enum_variant)]
-enum Cmd {
+/// This transport's own commands (the rest are [`driver::Cmd`]'s).
+enum Own {
     /// Take charge of a new outgoing connection (its engine has a Dial pending).
     Start(Arc<ConnShared>),
-    Send {
-        conn: Arc<ConnShared>,
-        msg: Message,
-    },
-    Keepalive(Arc<ConnShared>),
-    /// Run the connection: its engine changed under another thread.
-    Service(Arc<ConnShared>),
-    /// The engine was stopped (mark_down): drop the connection.
-    Closed(Arc<ConnShared>),
     /// The session moved to another worker (it adopted a socket there): forget it here,
     /// closing this worker's stale socket, without stopping the engine.
     Detach(Arc<ConnShared>),
-    Shutdown,
 }
 
-struct WorkerShared {
-    queue: ArrayQueue<Cmd>,
-    load: AtomicUsize,
-    stopped: AtomicBool,
-}
-
-impl WorkerShared {
-    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
-    fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
-        self.queue.push(cmd)?;
-        if self.stopped.load(Ordering::SeqCst) {
-            self.discard_queued(core);
-        }
-        Ok(())
-    }
-
-    fn discard_queued(&self, core: &Core) {
-        while let Some(cmd) = self.queue.pop() {
-            if let Cmd::Start(conn) = cmd {
-                conn.engine().mark_down();
-                core.forget(&conn);
-            }
+impl Orphan for Own {
+    fn orphaned(self) -> Option<Arc<ConnShared>> {
+        match self {
+            Self::Start(conn) => Some(conn),
+            Self::Detach(_) => None,
         }
     }
 }
+
+type Cmd = driver::Cmd<Own>;
+type WorkerShared = Mailbox<Own>;
 
 pub(crate) struct Dpdk {
     /// Taken by `start` (`None` after, or when the builder was given none).
@@ -182,17 +152,6 @@ pub(crate) struct Dpdk {
     started: AtomicBool,
 }
 
-thread_local! {
-    /// (messenger id, worker index) of the worker running on this thread.
-    static CURRENT: std::cell::Cell<Option<(usize, usize)>> = const { std::cell::Cell::new(None) };
-    /// Connections the running worker must pump after the current callback returns.
-    static DIRTY: std::cell::RefCell<Vec<Arc<ConnShared>>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-fn core_id(core: &Arc<Core>) -> usize {
-    Arc::as_ptr(core) as usize
-}
-
 impl Dpdk {
     pub(crate) fn new(cfg: Option<UserspaceConfig>) -> Self {
         let n = match cfg.as_ref().map(|c| &c.backend) {
@@ -200,13 +159,7 @@ impl Dpdk {
             _ => 1,
         };
         let workers = (0..n)
-            .map(|_| {
-                Arc::new(WorkerShared {
-                    queue: ArrayQueue::new(QUEUE_DEPTH),
-                    load: AtomicUsize::new(0),
-                    stopped: AtomicBool::new(false),
-                })
-            })
+            .map(|_| Arc::new(Mailbox::new(QUEUE_DEPTH)))
             .collect();
         Self {
             ip: cfg.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip),
@@ -218,48 +171,15 @@ impl Dpdk {
         }
     }
 
-    fn owner(conn: &ConnShared) -> usize {
-        conn.io
-            .dpdk()
-            .map_or(0, |p| p.owner.load(Ordering::Acquire))
-    }
-
-    fn set_owner(conn: &ConnShared, w: usize) {
-        if let Some(p) = conn.io.dpdk() {
-            p.owner.store(w, Ordering::Release);
-        }
-    }
-
-    #[allow(clippy::result_large_err)]
-    fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
-        let ws = &self.workers[w];
-        for attempt in 0..2000 {
-            match ws.push(core, cmd) {
-                Ok(()) => return Ok(()),
-                Err(c) => {
-                    cmd = c;
-                    if attempt > 10 {
-                        std::thread::sleep(Duration::from_micros(50));
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-            }
-        }
-        core.perf.send_queue_full.fetch_add(1, Ordering::Relaxed);
-        Err(cmd)
-    }
-
-    fn on_owner(core: &Arc<Core>, conn: &Arc<ConnShared>) -> bool {
-        CURRENT.with(|c| c.get()) == Some((core_id(core), Self::owner(conn)))
+    /// Queues a command for worker `w` (dropped, and counted, if its queue stays full).
+    fn post(&self, core: &Arc<Core>, w: usize, cmd: Cmd) {
+        let _ = self.workers[w].post(core, cmd);
     }
 }
 
 impl Transport for Dpdk {
     fn new_io(&self) -> ConnIo {
-        ConnIo::Dpdk(DpdkIo {
-            owner: AtomicUsize::new(0),
-        })
+        ConnIo::Worker(OwnerIo::new())
     }
 
     fn bind(&self, _core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr> {
@@ -333,9 +253,10 @@ impl Transport for Dpdk {
         let w = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
             .unwrap_or(0);
-        Self::set_owner(conn, w);
+        driver::set_owner(conn, w);
         self.workers[w].load.fetch_add(1, Ordering::Relaxed);
-        if self.post(core, w, Cmd::Start(Arc::clone(conn))).is_err() {
+        let cmd = Cmd::Own(Own::Start(Arc::clone(conn)));
+        if self.workers[w].post(core, cmd).is_err() {
             warn!(
                 conn = conn.id(),
                 "worker queue full: connection not started"
@@ -344,40 +265,25 @@ impl Transport for Dpdk {
     }
 
     fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
-        if Self::on_owner(core, conn) {
-            // A reply from a fast-dispatch callback on the owning lcore: onto the engine
-            // now, written when the callback returns, in this turn.
-            let r = conn.engine().send_message(core.now(), m);
-            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(conn)));
-            return r;
-        }
-        if conn.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed(Box::new(m)));
-        }
-        let cmd = Cmd::Send {
-            conn: Arc::clone(conn),
-            msg: m,
-        };
-        match self.post(core, Self::owner(conn), cmd) {
-            Ok(()) => Ok(()),
-            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(Box::new(msg))),
-            Err(_) => Ok(()),
-        }
+        // From a fast-dispatch callback on the owning lcore: onto the engine now, written
+        // when the callback returns, in this turn.
+        let w = driver::owner(conn);
+        driver::send(core, conn, w, &self.workers[w], m)
     }
 
     fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        let _ = self.post(core, Self::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+        self.post(core, driver::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
     }
 
     fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
         if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
-            let _ = self.post(core, Self::owner(conn), Cmd::Closed(Arc::clone(conn)));
+            self.post(core, driver::owner(conn), Cmd::Closed(Arc::clone(conn)));
         }
     }
 
     fn shutdown(&self, core: &Arc<Core>) {
         for w in 0..self.workers.len() {
-            let _ = self.post(core, w, Cmd::Shutdown);
+            self.post(core, w, Cmd::Shutdown);
         }
     }
 
@@ -409,7 +315,7 @@ impl Body {
     /// The worker's loop, until the messenger shuts down.
     pub(crate) fn run<P: Port, C: Clock>(self, mut stack: NetStack<P>, clock: C, idle: IdlePolicy) {
         let core = Arc::clone(&self.state.core);
-        CURRENT.with(|c| c.set(Some((core_id(&core), self.state.idx))));
+        driver::enter(&core, Some(self.state.idx));
         if let Some(p) = self.listen {
             if let Err(e) = stack.listen(p) {
                 warn!(port = p, error = %e, "listen failed");
@@ -429,9 +335,8 @@ impl Body {
             w.turn();
             std::thread::yield_now();
         }
-        w.handler.me.stopped.store(true, Ordering::SeqCst);
-        w.handler.me.discard_queued(&core);
-        CURRENT.with(|c| c.set(None));
+        w.handler.me.close(&core);
+        driver::enter(&core, None);
         debug!(worker = w.handler.idx, stats = ?w.stack.stats(), "dpdk worker stopped");
     }
 }
@@ -470,7 +375,7 @@ struct WorkerState {
     peers: Vec<Arc<WorkerShared>>,
     conns: IdMap<usize, Entry>,
     by_id: IdMap<u64, usize>,
-    by_sock: HashMap<ConnId, usize>,
+    by_sock: IdMap<ConnId, usize>,
     timers: BTreeSet<(Instant, usize)>,
     touched: Vec<usize>,
     pending_read: Vec<usize>,
@@ -500,7 +405,7 @@ impl WorkerState {
             peers,
             conns: IdMap::default(),
             by_id: IdMap::default(),
-            by_sock: HashMap::new(),
+            by_sock: IdMap::default(),
             timers: BTreeSet::new(),
             touched: Vec::new(),
             pending_read: Vec::new(),
@@ -519,7 +424,7 @@ impl WorkerState {
         let IpAddress::Ipv4(ip) = remote.addr;
         let peer = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::from(ip.octets()), remote.port));
         let conn = self.core.accepted(peer);
-        Dpdk::set_owner(&conn, self.idx);
+        driver::set_owner(&conn, self.idx);
         self.me.load.fetch_add(1, Ordering::Relaxed);
         trace!(worker = self.idx, %peer, conn = conn.id(), "accepted");
         self.adopt(st, conn, Some(sock), BytesMut::new(), 0);
@@ -570,7 +475,7 @@ impl WorkerState {
     fn commands<P: Port>(&mut self, st: &mut NetStack<P>) -> bool {
         let mut any = false;
         for _ in 0..QUEUE_DEPTH {
-            let Some(cmd) = self.me.queue.pop() else {
+            let Some(cmd) = self.me.pop() else {
                 break;
             };
             any = true;
@@ -596,7 +501,7 @@ impl WorkerState {
 
     fn handle<P: Port>(&mut self, st: &mut NetStack<P>, cmd: Cmd) {
         match cmd {
-            Cmd::Start(conn) => self.adopt(st, conn, None, BytesMut::new(), 0),
+            Cmd::Own(Own::Start(conn)) => self.adopt(st, conn, None, BytesMut::new(), 0),
             Cmd::Send { conn, msg } => {
                 if let Some(t) = self.route(&conn, || Cmd::Send {
                     conn: Arc::clone(&conn),
@@ -624,7 +529,7 @@ impl WorkerState {
                     self.drop_entry(st, t, true);
                 }
             }
-            Cmd::Detach(conn) => {
+            Cmd::Own(Own::Detach(conn)) => {
                 if let Some(&t) = self.by_id.get(&conn.id()) {
                     self.drop_entry(st, t, false);
                 }
@@ -638,9 +543,8 @@ impl WorkerState {
         if let Some(&t) = self.by_id.get(&conn.id()) {
             return Some(t);
         }
-        let owner = Dpdk::owner(conn);
-        if owner != self.idx && owner < self.peers.len() {
-            let _ = self.peers[owner].push(&self.core, again());
+        if driver::owner(conn) != self.idx {
+            driver::forward(&self.core, &self.peers, conn, again());
         }
         None
     }
@@ -764,12 +668,8 @@ impl WorkerState {
     fn fire_timers<P: Port>(&mut self, st: &mut NetStack<P>) -> bool {
         let now = self.now;
         let mut any = false;
-        while let Some(&(d, t)) = self.timers.first() {
-            if d > now {
-                break;
-            }
+        while let Some((_, t)) = driver::pop_due(&mut self.timers, now) {
             any = true;
-            self.timers.pop_first();
             if let Some(e) = self.conns.get_mut(&t) {
                 e.deadline = None;
                 let r = e.conn.engine().handle_timeout(now);
@@ -892,14 +792,7 @@ impl WorkerState {
                 self.pending_read.push(t);
             }
         }
-        while let Some(ev) = engine.poll_event() {
-            if let Event::AcceptRequest = ev {
-                let (outcome, existing) = core.resolve_accept(&conn, &mut engine, now);
-                pass.accept = Some((outcome, existing));
-                continue;
-            }
-            pass.events.push(ev);
-        }
+        pass.accept = driver::drain_events(&core, &conn, &mut engine, now, &mut pass.events);
         if let (false, false, Some(sock)) = (pass.close_sock, e.connecting, e.sock) {
             if let Err(err) = write_out(st, sock, &mut e.tx, &mut engine, now, &core) {
                 trace!(conn = conn.id(), error = %err, "write failed");
@@ -911,16 +804,7 @@ impl WorkerState {
                 }
             }
         }
-        let deadline = engine.poll_timeout();
-        if e.deadline != deadline {
-            if let Some(d) = e.deadline {
-                self.timers.remove(&(d, t));
-            }
-            if let Some(d) = deadline {
-                self.timers.insert((d, t));
-            }
-            e.deadline = deadline;
-        }
+        driver::set_deadline(&mut self.timers, t, &mut e.deadline, engine.poll_timeout());
         if engine.is_closed() {
             pass.close_sock = true;
         }
@@ -986,12 +870,13 @@ impl WorkerState {
                 }
                 let rx = std::mem::take(&mut e.rx);
                 let gen = ex.gen();
-                let owner = Dpdk::owner(&ex);
+                let owner = driver::owner(&ex);
                 if owner != self.idx {
-                    Dpdk::set_owner(&ex, self.idx);
+                    driver::set_owner(&ex, self.idx);
                     self.me.load.fetch_add(1, Ordering::Relaxed);
                     if owner < self.peers.len() {
-                        let _ = self.peers[owner].push(&self.core, Cmd::Detach(Arc::clone(&ex)));
+                        let cmd = Cmd::Own(Own::Detach(Arc::clone(&ex)));
+                        let _ = self.peers[owner].push(&self.core, cmd);
                     }
                 }
                 self.adopt(st, ex, sock, rx, gen);
@@ -1010,15 +895,17 @@ impl WorkerState {
             self.service(st, t, false);
             return;
         }
-        let owner = Dpdk::owner(conn);
-        if owner < self.peers.len() {
-            let _ = self.peers[owner].push(&self.core, Cmd::Service(Arc::clone(conn)));
-        }
+        driver::forward(
+            &self.core,
+            &self.peers,
+            conn,
+            Cmd::Service(Arc::clone(conn)),
+        );
     }
 
     fn flush_dirty<P: Port>(&mut self, st: &mut NetStack<P>) {
         loop {
-            let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            let dirty = driver::take_deferred();
             if dirty.is_empty() {
                 return;
             }

@@ -22,6 +22,7 @@ mod conn;
 mod core;
 mod dispatch;
 mod dpdk;
+mod driver;
 mod idmap;
 mod perf;
 mod posix;

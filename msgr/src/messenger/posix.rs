@@ -13,18 +13,16 @@
 //! throttled connection is simply not read (TCP pushes back on the sender) until its
 //! engine's retry timer fires.
 
-use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, IoSlice, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use crossbeam_queue::ArrayQueue;
 use mio::net::TcpListener;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -32,6 +30,7 @@ use tracing::{debug, trace, warn};
 
 use super::conn::ConnShared;
 use super::core::Core;
+use super::driver::{self, Mailbox, Orphan, OwnerIo};
 use super::idmap::IdMap;
 use super::transport::{ConnIo, Transport};
 use crate::msg::Message;
@@ -62,12 +61,6 @@ const IOV_MAX: usize = 64;
 const RX_KEEP: usize = 8 * 1024;
 /// How long a connection must go without reads before its buffer is released.
 const RX_IDLE: Duration = Duration::from_secs(1);
-
-/// Per-connection state of the posix transport.
-pub(crate) struct PosixIo {
-    /// The worker that owns the connection.
-    owner: AtomicUsize,
-}
 
 /// A connected socket. std's stream rather than mio's: std receives into uninitialized
 /// memory (`Read::read_to_end`, see [`RxBuf`]), mio's stream would zero it first. mio
@@ -112,85 +105,23 @@ impl mio::event::Source for Sock {
     }
 }
 
-// `Send` (a whole Message) is the big and the common variant. Boxing it would shrink the
-// queue's slots (4096 per worker) but cost an allocation in the sending thread and a free
-// in the worker — a cross-thread free, the slow path of glibc's allocator.
-#[allow(clippy::large_enum_variant)]
-enum Cmd {
-    /// Take charge of a connection, with the socket it now uses (if any).
-    Adopt {
-        conn: Arc<ConnShared>,
-        sock: Option<Sock>,
-        rx: BytesMut,
-        gen: u64,
-    },
-    /// Queue a message.
-    Send {
-        conn: Arc<ConnShared>,
-        msg: Message,
-    },
-    /// Send a keepalive.
-    Keepalive(Arc<ConnShared>),
-    /// Run the connection: its engine changed under another thread (an accept decision
-    /// on another worker reset it or queued a reply for it).
-    Service(Arc<ConnShared>),
-    /// The engine was stopped (mark_down): drop the connection.
-    Closed(Arc<ConnShared>),
-    Shutdown,
+/// Take charge of a connection, with the socket it now uses (if any).
+struct Adopt {
+    conn: Arc<ConnShared>,
+    sock: Option<Sock>,
+    rx: BytesMut,
+    gen: u64,
 }
 
-struct WorkerShared {
-    queue: ArrayQueue<Cmd>,
-    waker: OnceLock<Waker>,
-    /// Connections owned.
-    load: AtomicUsize,
-    /// The worker has exited: nothing will serve its queue again.
-    stopped: AtomicBool,
-    /// The worker is (about to be) blocked in `epoll_wait`: posting must wake it. While it
-    /// runs, it drains the queue before sleeping anyway, so posters skip the wake-up
-    /// syscall.
-    sleeping: AtomicBool,
-}
-
-impl WorkerShared {
-    fn wake(&self) {
-        if let Some(w) = self.waker.get() {
-            let _ = w.wake();
-        }
-    }
-
-    /// Queues a command for the worker and wakes it. If the worker has already exited (a
-    /// shutdown in progress), the command is discarded at once instead of sitting in a
-    /// queue nobody serves — an accepted socket would otherwise stay open, unanswered,
-    /// until its peer's handshake timed out.
-    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
-    fn push(&self, core: &Core, cmd: Cmd) -> Result<(), Cmd> {
-        self.queue.push(cmd)?;
-        // Pairs with the worker's `sleeping` store + fence + queue check (Dekker): either
-        // it sees our command before sleeping, or we see it asleep and wake it.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::SeqCst) {
-            self.wake();
-        }
-        // SeqCst pairs with the worker's store-then-drain at exit: either it drains after
-        // our push, or we see the flag and drain ourselves.
-        if self.stopped.load(Ordering::SeqCst) {
-            self.discard_queued(core);
-        }
-        Ok(())
-    }
-
-    /// Drops every queued command; connections still waiting to be adopted are closed.
-    fn discard_queued(&self, core: &Core) {
-        while let Some(cmd) = self.queue.pop() {
-            if let Cmd::Adopt { conn, .. } = cmd {
-                // The socket (if any) closes as the command drops.
-                conn.engine().mark_down();
-                core.forget(&conn);
-            }
-        }
+impl Orphan for Adopt {
+    /// The socket (if any) closes as the command drops.
+    fn orphaned(self) -> Option<Arc<ConnShared>> {
+        Some(self.conn)
     }
 }
+
+type Cmd = driver::Cmd<Adopt>;
+type WorkerShared = Mailbox<Adopt>;
 
 pub(crate) struct Posix {
     workers: Vec<Arc<WorkerShared>>,
@@ -199,29 +130,10 @@ pub(crate) struct Posix {
     started: AtomicBool,
 }
 
-thread_local! {
-    /// (messenger id, worker index) of the worker running on this thread.
-    static CURRENT: RefCell<Option<(usize, usize)>> = const { RefCell::new(None) };
-    /// Connections the running worker must pump after the current callback returns.
-    static DIRTY: RefCell<Vec<Arc<ConnShared>>> = const { RefCell::new(Vec::new()) };
-}
-
-fn core_id(core: &Arc<Core>) -> usize {
-    Arc::as_ptr(core) as usize
-}
-
 impl Posix {
     pub(crate) fn new(workers: usize) -> Self {
         let workers = (0..workers.max(1))
-            .map(|_| {
-                Arc::new(WorkerShared {
-                    queue: ArrayQueue::new(QUEUE_DEPTH),
-                    waker: OnceLock::new(),
-                    load: AtomicUsize::new(0),
-                    stopped: AtomicBool::new(false),
-                    sleeping: AtomicBool::new(false),
-                })
-            })
+            .map(|_| Arc::new(Mailbox::new(QUEUE_DEPTH)))
             .collect();
         Self {
             workers,
@@ -237,47 +149,15 @@ impl Posix {
             .unwrap_or(0)
     }
 
-    fn owner(conn: &ConnShared) -> usize {
-        conn.io
-            .posix()
-            .map_or(0, |p| p.owner.load(Ordering::Acquire))
-    }
-
-    /// Queues a command for worker `w`, pushing back (briefly) when its queue is full.
-    #[allow(clippy::result_large_err)] // the command comes back to its sender on failure
-    fn post(&self, core: &Arc<Core>, w: usize, mut cmd: Cmd) -> Result<(), Cmd> {
-        let ws = &self.workers[w];
-        for attempt in 0..2000 {
-            match ws.push(core, cmd) {
-                Ok(()) => return Ok(()),
-                Err(c) => {
-                    cmd = c;
-                    ws.wake();
-                    if attempt > 10 {
-                        std::thread::sleep(Duration::from_micros(50));
-                    } else {
-                        std::thread::yield_now();
-                    }
-                }
-            }
-        }
-        core.perf.send_queue_full.fetch_add(1, Ordering::Relaxed);
-        Err(cmd)
-    }
-
-    /// Whether the calling thread is the worker that owns `conn` (then it may touch the
-    /// engine directly and have it pumped after the current callback).
-    fn on_owner(core: &Arc<Core>, conn: &Arc<ConnShared>) -> bool {
-        let me = CURRENT.with(|c| *c.borrow());
-        me == Some((core_id(core), Self::owner(conn)))
+    /// Queues a command for worker `w` (dropped, and counted, if its queue stays full).
+    fn post(&self, core: &Arc<Core>, w: usize, cmd: Cmd) {
+        let _ = self.workers[w].post(core, cmd);
     }
 }
 
 impl Transport for Posix {
     fn new_io(&self) -> ConnIo {
-        ConnIo::Posix(PosixIo {
-            owner: AtomicUsize::new(0),
-        })
+        ConnIo::Worker(OwnerIo::new())
     }
 
     fn bind(&self, _core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr> {
@@ -338,17 +218,15 @@ impl Transport for Posix {
 
     fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
         let w = self.least_loaded();
-        if let Some(p) = conn.io.posix() {
-            p.owner.store(w, Ordering::Release);
-        }
+        driver::set_owner(conn, w);
         self.workers[w].load.fetch_add(1, Ordering::Relaxed);
-        let cmd = Cmd::Adopt {
+        let cmd = Cmd::Own(Adopt {
             conn: Arc::clone(conn),
             sock: None,
             rx: BytesMut::new(),
             gen: conn.gen(),
-        };
-        if self.post(core, w, cmd).is_err() {
+        });
+        if self.workers[w].post(core, cmd).is_err() {
             warn!(
                 conn = conn.id(),
                 "worker queue full: connection not started"
@@ -357,43 +235,23 @@ impl Transport for Posix {
     }
 
     fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
-        if Self::on_owner(core, conn) {
-            // A reply from a fast-dispatch callback: queue it on the engine directly and
-            // have the worker write it when the callback returns.
-            let r = conn.engine().send_message(core.now(), m);
-            DIRTY.with(|d| d.borrow_mut().push(Arc::clone(conn)));
-            return r;
-        }
-        if conn.closed.load(Ordering::Acquire) {
-            return Err(SendError::Closed(Box::new(m)));
-        }
-        match self.post(
-            core,
-            Self::owner(conn),
-            Cmd::Send {
-                conn: Arc::clone(conn),
-                msg: m,
-            },
-        ) {
-            Ok(()) => Ok(()),
-            Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(Box::new(msg))),
-            Err(_) => Ok(()),
-        }
+        let w = driver::owner(conn);
+        driver::send(core, conn, w, &self.workers[w], m)
     }
 
     fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        let _ = self.post(core, Self::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+        self.post(core, driver::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
     }
 
     fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
         if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
-            let _ = self.post(core, Self::owner(conn), Cmd::Closed(Arc::clone(conn)));
+            self.post(core, driver::owner(conn), Cmd::Closed(Arc::clone(conn)));
         }
     }
 
     fn shutdown(&self, core: &Arc<Core>) {
         for w in 0..self.workers.len() {
-            let _ = self.post(core, w, Cmd::Shutdown);
+            self.post(core, w, Cmd::Shutdown);
         }
     }
 
@@ -466,7 +324,7 @@ struct Pass {
 
 impl Worker {
     fn run(mut self) {
-        CURRENT.with(|c| *c.borrow_mut() = Some((core_id(&self.core), self.idx)));
+        driver::enter(&self.core, Some(self.idx));
         let mut events = Events::with_capacity(1024);
         debug!(worker = self.idx, "worker started");
         while !self.stop {
@@ -482,15 +340,11 @@ impl Worker {
                 Some(Duration::ZERO)
             };
             let mut timeout = timeout;
-            if timeout != Some(Duration::ZERO) {
-                self.me.sleeping.store(true, Ordering::SeqCst);
-                std::sync::atomic::fence(Ordering::SeqCst);
-                if !self.me.queue.is_empty() {
-                    timeout = Some(Duration::ZERO);
-                }
+            if timeout != Some(Duration::ZERO) && !self.me.may_sleep() {
+                timeout = Some(Duration::ZERO);
             }
             let polled = self.poll.poll(&mut events, timeout);
-            self.me.sleeping.store(false, Ordering::SeqCst);
+            self.me.awake();
             self.now = self.core.now();
             if let Err(e) = polled {
                 if e.kind() != io::ErrorKind::Interrupted {
@@ -548,20 +402,19 @@ impl Worker {
                     let w = (0..self.peers.len())
                         .min_by_key(|&i| self.peers[i].load.load(Ordering::Relaxed))
                         .unwrap_or(self.idx);
-                    if let Some(p) = conn.io.posix() {
-                        p.owner.store(w, Ordering::Release);
-                    }
+                    driver::set_owner(&conn, w);
                     self.peers[w].load.fetch_add(1, Ordering::Relaxed);
                     trace!(worker = self.idx, to = w, %peer, conn = conn.id(), "accepted");
-                    let cmd = Cmd::Adopt {
+                    let cmd = Cmd::Own(Adopt {
                         conn,
                         sock: Some(Sock::from(sock)),
                         rx: BytesMut::new(),
                         gen: 0,
-                    };
+                    });
                     if w == self.idx {
                         self.handle(cmd);
-                    } else if let Err(Cmd::Adopt { conn, .. }) = self.peers[w].push(&self.core, cmd)
+                    } else if let Err(Cmd::Own(Adopt { conn, .. })) =
+                        self.peers[w].push(&self.core, cmd)
                     {
                         warn!(
                             conn = conn.id(),
@@ -586,7 +439,7 @@ impl Worker {
         // on their engines here; each touched connection is then serviced once, so a burst
         // of sends leaves in one `writev`, not one per message.
         for _ in 0..QUEUE_DEPTH {
-            let Some(cmd) = self.me.queue.pop() else {
+            let Some(cmd) = self.me.pop() else {
                 break;
             };
             self.handle(cmd);
@@ -597,7 +450,7 @@ impl Worker {
                 self.service(t, false);
             }
         }
-        if !self.me.queue.is_empty() {
+        if !self.me.is_empty() {
             self.me.wake();
         }
     }
@@ -614,12 +467,12 @@ impl Worker {
 
     fn handle(&mut self, cmd: Cmd) {
         match cmd {
-            Cmd::Adopt {
+            Cmd::Own(Adopt {
                 conn,
                 sock,
                 rx,
                 gen,
-            } => self.adopt(conn, sock, rx, gen),
+            }) => self.adopt(conn, sock, rx, gen),
             Cmd::Send { conn, msg } => {
                 if let Some(t) = self.route(&conn, || Cmd::Send {
                     conn: Arc::clone(&conn),
@@ -658,9 +511,8 @@ impl Worker {
         if let Some(&t) = self.by_id.get(&conn.id()) {
             return Some(t);
         }
-        let owner = Posix::owner(conn);
-        if owner != self.idx {
-            let _ = self.peers[owner].push(&self.core, again());
+        if driver::owner(conn) != self.idx {
+            driver::forward(&self.core, &self.peers, conn, again());
         }
         None
     }
@@ -866,14 +718,7 @@ impl Worker {
 
     fn fire_timers(&mut self) {
         let now = self.now;
-        let due: Vec<(Instant, usize)> = self
-            .timers
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .copied()
-            .collect();
-        for (d, t) in due {
-            self.timers.remove(&(d, t));
+        while let Some((_, t)) = driver::pop_due(&mut self.timers, now) {
             if let Some(e) = self.conns.get_mut(&t) {
                 e.deadline = None;
                 let r = e.conn.engine().handle_timeout(now);
@@ -1031,14 +876,7 @@ impl Worker {
             }
         }
         // Events (accept decisions are the engine's own step: taken under its lock).
-        while let Some(ev) = engine.poll_event() {
-            if let Event::AcceptRequest = ev {
-                let (outcome, existing) = core.resolve_accept(&conn, &mut engine, now);
-                pass.accept = Some((outcome, existing));
-                continue;
-            }
-            pass.events.push(ev);
-        }
+        pass.accept = driver::drain_events(&core, &conn, &mut engine, now, &mut pass.events);
         // Output: take from the engine only what the socket can take now.
         if !pass.close_sock && !e.connecting {
             if let Some(sock) = e.sock.as_mut() {
@@ -1057,16 +895,7 @@ impl Worker {
             e.last_read = now;
         }
         // Timer.
-        let deadline = engine.poll_timeout();
-        if e.deadline != deadline {
-            if let Some(d) = e.deadline {
-                self.timers.remove(&(d, t));
-            }
-            if let Some(d) = deadline {
-                self.timers.insert((d, t));
-            }
-            e.deadline = deadline;
-        }
+        driver::set_deadline(&mut self.timers, t, &mut e.deadline, engine.poll_timeout());
         if engine.is_closed() {
             pass.close_sock = true;
         }
@@ -1137,14 +966,14 @@ impl Worker {
                     let _ = self.poll.registry().deregister(s);
                 }
                 let gen = ex.gen();
-                let owner = Posix::owner(&ex);
+                let owner = driver::owner(&ex);
                 let rx = e.rx.take();
-                let cmd = Cmd::Adopt {
+                let cmd = Cmd::Own(Adopt {
                     conn: ex,
                     sock,
                     rx,
                     gen,
-                };
+                });
                 if owner == self.idx {
                     self.handle(cmd);
                 } else if self.peers[owner].push(&self.core, cmd).is_err() {
@@ -1167,14 +996,18 @@ impl Worker {
             self.service(t, false);
             return;
         }
-        let owner = Posix::owner(conn);
-        let _ = self.peers[owner].push(&self.core, Cmd::Service(Arc::clone(conn)));
+        driver::forward(
+            &self.core,
+            &self.peers,
+            conn,
+            Cmd::Service(Arc::clone(conn)),
+        );
     }
 
     /// Services connections that fast-dispatch callbacks wrote to.
     fn flush_dirty(&mut self) {
         loop {
-            let dirty = DIRTY.with(|d| std::mem::take(&mut *d.borrow_mut()));
+            let dirty = driver::take_deferred();
             if dirty.is_empty() {
                 return;
             }
@@ -1198,8 +1031,7 @@ impl Worker {
         }
         // From here on, whoever queues a command for this worker discards it (see
         // `WorkerShared::push`); what is queued already is discarded now.
-        self.me.stopped.store(true, Ordering::SeqCst);
-        self.me.discard_queued(&self.core);
+        self.me.close(&self.core);
         // Stop listening as the worker exits (not when the messenger is dropped).
         self.listener = None;
     }

@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use super::conn::ConnShared;
 use super::core::Core;
-use super::dpdk::DpdkIo;
-use super::posix::PosixIo;
+use super::driver::OwnerIo;
 use super::simple::SimpleIo;
 use crate::msg::Message;
 use crate::proto::SendError;
@@ -59,8 +58,8 @@ impl std::str::FromStr for TransportKind {
 /// Per-connection transport state, kept in the connection's shared state.
 pub(crate) enum ConnIo {
     Simple(SimpleIo),
-    Posix(PosixIo),
-    Dpdk(DpdkIo),
+    /// posix and dpdk: the connection's owning worker.
+    Worker(OwnerIo),
 }
 
 impl ConnIo {
@@ -71,16 +70,9 @@ impl ConnIo {
         }
     }
 
-    pub(crate) fn posix(&self) -> Option<&PosixIo> {
+    pub(crate) fn worker(&self) -> Option<&OwnerIo> {
         match self {
-            Self::Posix(p) => Some(p),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn dpdk(&self) -> Option<&DpdkIo> {
-        match self {
-            Self::Dpdk(p) => Some(p),
+            Self::Worker(o) => Some(o),
             _ => None,
         }
     }
