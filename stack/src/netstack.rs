@@ -718,6 +718,35 @@ impl<P: Port> NetStack<P> {
         Ok(())
     }
 
+    /// Stops accepting, as a host whose service goes away: the listeners go (SYNs to their
+    /// ports are answered with RST from now on) and handshakes in progress are reset, so no
+    /// peer is left believing in a connection nobody will serve. Established connections
+    /// stay (close them as usual).
+    pub fn stop_listening(&mut self) {
+        self.listening.clear();
+        for sh in &mut self.shards {
+            for (_, h) in sh.listeners.drain(..) {
+                sh.sockets.remove(h);
+            }
+            sh.syns.clear();
+        }
+        let half_open: Vec<ConnId> = self
+            .slab
+            .iter()
+            .enumerate()
+            .filter_map(|(idx, c)| match c {
+                Some(c) if c.phase == Phase::HalfOpen => Some(ConnId {
+                    idx: idx as u32,
+                    gen: c.gen,
+                }),
+                _ => None,
+            })
+            .collect();
+        for id in half_open {
+            let _ = self.abort(id);
+        }
+    }
+
     fn alloc_conn(&mut self, c: Conn) -> ConnId {
         let idx = match self.free.pop() {
             Some(i) => i,

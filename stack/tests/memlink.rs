@@ -214,6 +214,42 @@ fn connect_to_a_closed_port_is_refused() {
     assert!(!net.ev_a.contains(&StackEvent::Connected(c)));
 }
 
+/// After `stop_listening` the port refuses (RST), and a handshake that was in progress
+/// is reset rather than left for a peer to complete into nothing.
+#[test]
+fn stop_listening_refuses_and_resets_handshakes() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    net.b.listen(PORT).unwrap();
+    // A's SYN reaches B (after ARP) and B answers; B stops listening before A's ACK
+    // arrives.
+    let half = net.a.connect(ep_b()).unwrap();
+    for _ in 0..1000 {
+        net.now += Duration::from_micros(5);
+        net.link.set_now(net.now);
+        net.a.poll(net.now);
+        net.b.poll(net.now);
+        if net.b.connections() == 1 {
+            break;
+        }
+    }
+    assert_eq!(net.b.connections(), 1, "a handshake in progress at B");
+    net.b.stop_listening();
+    let later = net.a.connect(ep_b()).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.ev_a.contains(&StackEvent::Closed(half))
+            && net.ev_a.contains(&StackEvent::Closed(later))
+    });
+    assert!(!net.ev_a.contains(&StackEvent::Connected(later)));
+    assert_eq!(net.b.connections(), 0);
+    assert!(
+        !net.ev_b
+            .iter()
+            .any(|e| matches!(e, StackEvent::Accepted { .. })),
+        "{:?}",
+        net.ev_b
+    );
+}
+
 #[test]
 fn bulk_transfer_with_loss_and_reordering() {
     let cfg = LinkConfig {

@@ -326,6 +326,10 @@ impl Body {
         while !w.handler.stop {
             w.step();
         }
+        // As a host whose service exits: refuse new connections and reset handshakes in
+        // flight (a peer must not complete one into a stack that is about to vanish), then
+        // close the sessions.
+        w.stack.stop_listening();
         w.handler.close_all(&mut w.stack);
         // Let the FINs leave (bounded), then stop for good.
         #[allow(clippy::disallowed_methods)] // a driver: bounds its linger by the clock
