@@ -34,7 +34,7 @@ use msgr::proto::Policy;
 use serde_json::Value;
 use support::daemon::Daemon;
 use support::mon::MonFixture;
-use support::{run_bounded, TempDir};
+use support::{counter, run_bounded, TempDir};
 
 const MSGR: &str = env!("CARGO_BIN_EXE_msgr");
 /// Bound for a whole `msgr` client command.
@@ -50,13 +50,6 @@ fn msgr(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn counter(v: &Value, path: &[&str]) -> u64 {
-    path.iter()
-        .fold(v, |v, k| &v[*k])
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {path:?} in {v}"))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -145,7 +138,105 @@ fn bad_input_gives_one_line_and_a_status() {
         (
             &["--transport", "dpdk", "serve", "--bind", "v1:127.0.0.1:0"],
             2,
-            "not on the command line yet",
+            "needs --eal",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "--no-pci",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "needs --ip",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "--no-pci",
+                "--ip",
+                "10.9.0.2",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "prefix",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "--no-pci",
+                "--ip",
+                "10.9.0.2/33",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "1 to 32",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "'--no-pci",
+                "--ip",
+                "10.9.0.2/24",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "unterminated",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "--no-pci",
+                "--ip",
+                "10.9.0.2/24",
+                "--gateway",
+                "10.8.0.1",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "not in our subnet",
+        ),
+        (
+            &[
+                "--transport",
+                "dpdk",
+                "--eal",
+                "--no-pci",
+                "--ip",
+                "10.9.0.2/24",
+                "--idle",
+                "spin",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "idle policy",
+        ),
+        (
+            &[
+                "--transport",
+                "posix",
+                "--ip",
+                "10.9.0.2/24",
+                "ping",
+                "10.9.0.1:6789",
+            ],
+            2,
+            "only apply to --transport dpdk",
         ),
         (
             &["ping", "--transport", "carrier-pigeon", "127.0.0.1:1"],

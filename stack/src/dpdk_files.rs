@@ -48,6 +48,23 @@ impl Drop for RuntimeDir {
     }
 }
 
+/// The CPUs this process may run on (`Cpus_allowed_list` of /proc/self/status), in the
+/// list syntax EAL's `-l`/`--lcores` take (`0-1`, `0,2`); `0` when /proc does not say.
+pub fn allowed_cpus() -> String {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
+        })
+        .unwrap_or("0")
+        .to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +86,16 @@ mod tests {
         drop(g);
         assert!(other.exists());
         fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn allowed_cpus_is_a_cpu_list() {
+        let l = allowed_cpus();
+        assert!(
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-'),
+            "{l}"
+        );
     }
 }

@@ -1,8 +1,10 @@
 //! `msgr`: the command-line program of the msgr crate (DESIGN.md, "Command-line contract").
 //!
 //! ```text
-//! msgr serve --bind v1:127.0.0.1:6800 [--transport simple|posix] [--name osd.0] [--admin-socket PATH]
+//! msgr serve --bind v1:127.0.0.1:6800 [--transport simple|posix|dpdk] [--name osd.0] [--admin-socket PATH]
+//!     (dpdk: --eal "<EAL ARGS>" --ip CIDR [--gateway IP] [--dpdk-port N] [--idle POLICY])
 //! msgr ping v1:127.0.0.1:6789 [--count N]
+//! msgr load v1:127.0.0.1:6800 [--ops N] [--size BYTES] [--in-flight K]
 //! msgr monmap v1:127.0.0.1:6789 [--json]
 //! msgr admin PATH perf dump
 //! ```
@@ -16,8 +18,12 @@
 // The subcommands live in src/bin/msgr/ (a binary root's modules resolve next to it).
 #[path = "msgr/client.rs"]
 mod client;
+#[path = "msgr/load.rs"]
+mod load;
 #[path = "msgr/monmap.rs"]
 mod monmap;
+#[path = "msgr/net.rs"]
+mod net;
 #[path = "msgr/ping.rs"]
 mod ping;
 #[path = "msgr/serve.rs"]
@@ -31,6 +37,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use msgr::entity::{AddrType, EntityAddr, EntityName};
 use msgr::messenger::TransportKind;
+use stack::IdlePolicy;
 
 /// Exit status for bad command-line usage (what clap uses too).
 const EXIT_USAGE: u8 = 2;
@@ -48,6 +55,7 @@ const AFTER_HELP: &str = "\
 Examples:
   msgr serve --bind v1:127.0.0.1:0 --admin-socket /tmp/osd.0.asok
   msgr ping v1:127.0.0.1:6789 --count 3
+  msgr load v1:127.0.0.1:6800 --ops 10000 --size 4096 --in-flight 16
   msgr monmap v1:127.0.0.1:6789 --json
   msgr admin /tmp/osd.0.asok perf dump
 
@@ -79,38 +87,43 @@ struct GlobalArgs {
     log_level: Option<LogLevel>,
 
     /// Transport for subcommands that run a messenger: simple (a thread per connection),
-    /// posix (epoll workers) or dpdk (the userspace stack: a library API so far, not yet
-    /// wired to the command line)
+    /// posix (epoll workers) or dpdk (the userspace TCP/IP stack on a DPDK port: needs --eal
+    /// and --ip)
     #[arg(long, global = true, default_value = "posix", value_parser = parse_transport, help_heading = "Global options")]
     transport: TransportKind,
 
-    /// DPDK EAL arguments (with --transport dpdk only)
+    /// DPDK EAL arguments, as one shell-quoted string, e.g. "-l 0-1 -a 0000:3b:00.0" or
+    /// "--no-pci --vdev=net_tap0,iface=mt0" (--transport dpdk)
     #[arg(
         long,
         global = true,
         value_name = "EAL ARGS",
         allow_hyphen_values = true,
-        help_heading = "Global options"
+        help_heading = "DPDK options"
     )]
     eal: Option<String>,
 
-    /// Our IP address and prefix on the DPDK port, e.g. 10.88.0.2/24 (with --transport dpdk only)
+    /// Our IP address and prefix on the DPDK port, e.g. 10.88.0.2/24 (--transport dpdk)
     #[arg(
         long,
         global = true,
         value_name = "CIDR",
-        help_heading = "Global options"
+        help_heading = "DPDK options"
     )]
     ip: Option<String>,
 
-    /// Default gateway on the DPDK port (with --transport dpdk only)
-    #[arg(
-        long,
-        global = true,
-        value_name = "IP",
-        help_heading = "Global options"
-    )]
+    /// Next hop for addresses outside --ip's subnet (--transport dpdk)
+    #[arg(long, global = true, value_name = "IP", help_heading = "DPDK options")]
     gateway: Option<String>,
+
+    /// The DPDK port to use [default: 0, the first device EAL found]
+    #[arg(long, global = true, value_name = "N", help_heading = "DPDK options")]
+    dpdk_port: Option<u16>,
+
+    /// What a worker does when a poll finds nothing: busy (poll again: isolated cores),
+    /// yield[:SPINS], sleep[:SPINS[:MAX_US]] [default: sleep:200:50, for shared cores]
+    #[arg(long, global = true, value_name = "POLICY", value_parser = parse_idle, help_heading = "DPDK options")]
+    idle: Option<IdlePolicy>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,6 +136,18 @@ enum LogLevel {
 }
 
 impl LogLevel {
+    /// DPDK's log level for ours, one step quieter: EAL reports at INFO what is routine for
+    /// it ("Detected CPU lcores") and its failures reach us as errors anyway.
+    fn rte_level(self) -> u32 {
+        match self {
+            Self::Error => 3,
+            Self::Warn => 4,
+            Self::Info => 5,
+            Self::Debug => 7,
+            Self::Trace => 8,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Error => "error",
@@ -142,6 +167,9 @@ enum Command {
     /// Send MPing round trips to a Ceph-speaking peer (a ceph-mon, or `msgr serve`)
     #[command(long_about = ping::LONG_ABOUT)]
     Ping(ping::PingArgs),
+    /// Run an OSD write/read workload (pipelined, every read checked) and report rates
+    #[command(long_about = load::LONG_ABOUT)]
+    Load(load::LoadArgs),
     /// Authenticate to a Ceph monitor with auth none and print its monmap
     #[command(long_about = monmap::LONG_ABOUT)]
     Monmap(monmap::MonmapArgs),
@@ -198,6 +226,10 @@ impl From<&str> for Failure {
 type Result<T, E = Failure> = std::result::Result<T, E>;
 
 fn parse_transport(s: &str) -> Result<TransportKind, String> {
+    s.parse()
+}
+
+fn parse_idle(s: &str) -> Result<IdlePolicy, String> {
     s.parse()
 }
 
@@ -318,36 +350,28 @@ fn command_of(rendered: &str) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let g = &cli.global;
-    if g.transport == TransportKind::Dpdk {
-        return Err(Failure::usage(
-            "--transport dpdk is not on the command line yet (the library's \
-             MessengerBuilder::userspace has it; see issue 5)",
-        ));
-    }
-    if g.eal.is_some() || g.ip.is_some() || g.gateway.is_some() {
-        return Err(Failure::usage(
-            "--eal, --ip and --gateway need --transport dpdk, which is not on the command line yet",
-        ));
-    }
     let default_level = match cli.command {
-        Command::Serve(_) => "info",
-        _ => "error",
+        Command::Serve(_) => LogLevel::Info,
+        _ => LogLevel::Error,
     };
-    init_logging(g.log_level, default_level);
+    let net = net::Net::from_args(&cli.global, cli.global.log_level.unwrap_or(default_level))?;
+    init_logging(cli.global.log_level, default_level);
     match cli.command {
-        Command::Serve(a) => serve::run(a, g.transport),
-        Command::Ping(a) => ping::run(a, g.transport),
-        Command::Monmap(a) => monmap::run(a, g.transport),
+        Command::Serve(a) => serve::run(a, &net),
+        Command::Ping(a) => ping::run(a, &net),
+        Command::Load(a) => load::run(a, &net),
+        Command::Monmap(a) => monmap::run(a, &net),
         Command::Admin(a) => admin(a),
     }
 }
 
-fn init_logging(level: Option<LogLevel>, default: &str) {
+fn init_logging(level: Option<LogLevel>, default: LogLevel) {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::new(l.as_str()),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
+        None => {
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default.as_str()))
+        }
     };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -92,6 +92,12 @@ impl ConnectionRef {
         self.0.engine().peer_addr()
     }
 
+    /// The address the peer announced when it was not the one dialed (the session then
+    /// fails as misbehaved): e.g. a daemon's random nonce, for a tool to retry with.
+    pub fn announced_addr(&self) -> Option<EntityAddr> {
+        self.0.engine().announced_addr()
+    }
+
     /// The peer's entity type, once known.
     pub fn peer_type(&self) -> Option<EntityType> {
         self.0.engine().peer_type()

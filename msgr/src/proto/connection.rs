@@ -238,6 +238,9 @@ pub struct Connection {
     my_addr: EntityAddr,
     /// The peer's address (dialed, or claimed in its hello).
     peer_addr: Option<EntityAddr>,
+    /// What a server we dialed announced when it was not `peer_addr` (another nonce: a
+    /// restarted daemon), for tools that retry with it.
+    announced: Option<EntityAddr>,
     /// The address the transport sees for the peer (server side).
     socket_peer: Option<SocketAddr>,
     peer_type: Option<EntityType>,
@@ -283,6 +286,7 @@ impl Connection {
             state,
             session: Session::default(),
             peer_addr: None,
+            announced: None,
             socket_peer: None,
             peer_type: None,
             policy,
@@ -374,6 +378,12 @@ impl Connection {
     /// The peer's address (known after its hello when accepting).
     pub fn peer_addr(&self) -> Option<EntityAddr> {
         self.peer_addr
+    }
+
+    /// The address the server we dialed announced in its banner, when that was not the one we
+    /// dialed (the handshake then failed with [`PeerMisbehaved::AddressMismatch`]).
+    pub fn announced_addr(&self) -> Option<EntityAddr> {
+        self.announced
     }
 
     /// The peer's entity type (known after its connect when accepting).
@@ -823,6 +833,7 @@ impl Connection {
                 && claimed.port() == dialed.port()
                 && claimed.nonce == dialed.nonce;
             if !same_node {
+                self.announced = Some(claimed);
                 return Err(Stop::Fault(Fault::Misbehaved(
                     PeerMisbehaved::AddressMismatch { dialed, claimed },
                 )));

@@ -36,13 +36,27 @@ impl Daemon {
 
     /// [`Daemon::start`] in `dir` (its admin socket is `dir/osd.asok`).
     pub(crate) fn start_in(dir: TempDir, args: &[&str]) -> Self {
+        Self::launch(dir, &[], "v1:127.0.0.1:0", args)
+    }
+
+    /// `WRAPPER... msgr serve --bind BIND ...ARGS` in `dir` (a wrapper such as `ip netns exec
+    /// NS` must exec msgr, so that the child is msgr itself).
+    pub(crate) fn launch(dir: TempDir, wrapper: &[&str], bind: &str, args: &[&str]) -> Self {
         let asok = dir.path().join("osd.asok");
         static N: AtomicU64 = AtomicU64::new(0);
         let log = dir
             .path()
             .join(format!("serve-{}.log", N.fetch_add(1, Ordering::Relaxed)));
-        let mut child = Command::new(MSGR)
-            .args(["serve", "--bind", "v1:127.0.0.1:0"])
+        let mut cmd = match wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(MSGR);
+                c
+            }
+            None => Command::new(MSGR),
+        };
+        let mut child = cmd
+            .args(["serve", "--bind", bind])
             .arg("--admin-socket")
             .arg(&asok)
             .args(["--run-for", "600"])

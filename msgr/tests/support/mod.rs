@@ -33,6 +33,7 @@ pub(crate) mod capture;
 pub(crate) mod daemon;
 pub(crate) mod mon;
 pub(crate) mod monclient;
+pub(crate) mod netlab;
 pub(crate) mod skip;
 
 use std::io::Read;
@@ -314,4 +315,12 @@ pub(crate) fn tail(path: &Path, lines: usize) -> String {
         }
         Err(e) => format!("<{}: {e}>", path.display()),
     }
+}
+
+/// The number at `path` in a `perf dump` (panics, naming the path, if there is none).
+pub(crate) fn counter(v: &serde_json::Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(v, |v, k| &v[*k])
+        .as_u64()
+        .unwrap_or_else(|| panic!("no counter {path:?} in {v}"))
 }

@@ -4,7 +4,7 @@
 
 use std::env;
 
-pub(crate) use stack::dpdk_files::RuntimeDir;
+pub(crate) use stack::dpdk_files::{allowed_cpus, RuntimeDir};
 
 /// Prints why test `name` did not run, or fails it when interop tests are required
 /// (`MSGR_REQUIRE_INTEROP=1`, set by the test script once it installed everything).
@@ -12,23 +12,6 @@ pub(crate) fn skip(name: &str, reason: &str) {
     let required = env::var("MSGR_REQUIRE_INTEROP").is_ok_and(|v| v == "1");
     assert!(!required, "{name}: {reason} (MSGR_REQUIRE_INTEROP=1)");
     println!("SKIPPED {name}: {reason}");
-}
-
-/// The CPUs this process may run on, as EAL's `--lcores` wants them (`0-1`, `0,2`); `0`
-/// when /proc does not say.
-pub(crate) fn allowed_cpus() -> String {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .map(str::trim)
-        .filter(|l| {
-            !l.is_empty()
-                && l.chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c == '-')
-        })
-        .unwrap_or("0")
-        .to_owned()
 }
 
 /// EAL arguments for a test: no hugepages (`mb` MiB of memory), no PCI, no telemetry, our

@@ -4,18 +4,16 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::io::Read;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::{Duration, Instant};
 
 use msgr::entity::{EntityAddr, EntityName, EntityType};
-use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, Messenger, TransportKind};
+use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, Messenger};
 use msgr::msg::{Message, MsgType};
 use msgr::proto::Policy;
-use msgr::wire::banner::{ServerHello, SERVER_HELLO_LEN};
 use tracing::info;
 
+use crate::net::Net;
 use crate::PeerAddr;
 
 /// How often establishment looks at the session and the counters.
@@ -55,14 +53,15 @@ pub(crate) struct Client {
 }
 
 impl Client {
-    pub(crate) fn start(transport: TransportKind) -> Result<Self, String> {
-        let msgr = Messenger::builder(
-            EntityName::new(EntityType::CLIENT, EntityName::NEW),
-            random_nonce(),
-        )
-        .transport(transport)
-        .workers(1)
-        .build();
+    pub(crate) fn start(net: &Net) -> Result<Self, String> {
+        let transport = net.transport;
+        let msgr = net
+            .builder(
+                EntityName::new(EntityType::CLIENT, EntityName::NEW),
+                random_nonce(),
+                Some(1),
+            )
+            .build();
         msgr.set_default_policy(Policy::lossy_client(0));
         let (tx, rx) = mpsc::channel();
         msgr.add_dispatcher_tail(std::sync::Arc::new(Inbox { tx }));
@@ -98,8 +97,9 @@ pub(crate) enum ConnectError {
     Refused,
     /// The peer rejected our protocol version, features or authorizer (BADPROTOVER...).
     Incompatible,
-    /// The peer broke the handshake rules, e.g. announced another address (nonce).
-    Misbehaved,
+    /// The peer broke the handshake rules, e.g. announced another address (nonce): then
+    /// `announced` is what it announced.
+    Misbehaved { announced: Option<EntityAddr> },
     /// The peer does not speak msgr v1 (bad banner or undecodable handshake).
     NotCeph,
     /// No connection within the timeout (unreachable, or a silent peer).
@@ -116,7 +116,7 @@ impl ConnectError {
             Self::Incompatible => {
                 format!("{addr} refused the session (protocol version, features or authorizer)")
             }
-            Self::Misbehaved => format!(
+            Self::Misbehaved { .. } => format!(
                 "{addr} broke the msgr v1 handshake (does it announce another address or \
                  nonce? --log-level warn shows why)"
             ),
@@ -156,7 +156,9 @@ pub(crate) fn establish(
         let err = if grew("incompatible") {
             Some(ConnectError::Incompatible)
         } else if grew("misbehaved") {
-            Some(ConnectError::Misbehaved)
+            Some(ConnectError::Misbehaved {
+                announced: conn.announced_addr(),
+            })
         } else if grew("bad_banner") || grew("decode") || grew("unknown_tag") {
             Some(ConnectError::NotCeph)
         } else if grew("refused") {
@@ -197,35 +199,27 @@ pub(crate) fn establish_learning_nonce(
     ty: EntityType,
     timeout: Duration,
 ) -> Result<(ConnectionRef, EntityAddr), (ConnectError, EntityAddr)> {
-    let first = establish(c, peer.addr, ty, timeout);
-    if !matches!(first, Err(ConnectError::Misbehaved)) || peer.explicit_nonce {
-        return first
-            .map(|conn| (conn, peer.addr))
-            .map_err(|e| (e, peer.addr));
-    }
-    let claimed = match announced_addr(peer.socket(), timeout) {
-        Ok(a) if a.nonce != peer.addr.nonce => a,
-        _ => return Err((ConnectError::Misbehaved, peer.addr)),
+    // Only another nonce is forgiven: another host or port is a real mismatch.
+    let retry_with = |a: &EntityAddr| {
+        !peer.explicit_nonce
+            && a.nonce != peer.addr.nonce
+            && a.port() == peer.addr.port()
+            && (a.is_blank_ip() || a.addr.map(|x| x.ip()) == peer.addr.addr.map(|x| x.ip()))
+    };
+    let announced = match establish(c, peer.addr, ty, timeout) {
+        Err(ConnectError::Misbehaved { announced: Some(a) }) if retry_with(&a) => a,
+        other => {
+            return other
+                .map(|conn| (conn, peer.addr))
+                .map_err(|e| (e, peer.addr))
+        }
     };
     let addr = EntityAddr {
-        nonce: claimed.nonce,
+        nonce: announced.nonce,
         ..peer.addr
     };
-    info!(%addr, "the peer announces nonce {}; retrying with it", claimed.nonce);
+    info!(%addr, "the peer announces nonce {}; retrying with it", announced.nonce);
     establish(c, addr, ty, timeout)
         .map(|conn| (conn, addr))
         .map_err(|e| (e, addr))
-}
-
-/// The address a v1 server announces in its banner exchange (a plain TCP peek: connect,
-/// read the server's hello, close).
-pub(crate) fn announced_addr(sa: SocketAddr, timeout: Duration) -> Result<EntityAddr, String> {
-    let mut s = TcpStream::connect_timeout(&sa, timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    let mut buf = [0u8; SERVER_HELLO_LEN];
-    s.read_exact(&mut buf).map_err(|e| e.to_string())?;
-    ServerHello::parse(&buf)
-        .map(|h| h.server_addr)
-        .map_err(|e| e.to_string())
 }

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use crate::net::Net;
 use clap::Args;
 use msgr::entity::{AddrType, EntityAddr, EntityType};
-use msgr::messenger::TransportKind;
 use msgr::msg::monmap::release;
 use msgr::msg::{
     AuthEntityName, MAuth, MAuthReply, MMonMap, MMonSubscribe, MonMap, MsgType, TypedMessage, UTime,
@@ -47,9 +47,9 @@ pub(crate) struct MonmapArgs {
 /// A monmap comes unasked after auth; this long without one, it is asked for.
 const PUSH_WAIT: Duration = Duration::from_secs(1);
 
-pub(crate) fn run(a: MonmapArgs, transport: TransportKind) -> Result<()> {
+pub(crate) fn run(a: MonmapArgs, net: &Net) -> Result<()> {
     let timeout = Duration::from_secs_f64(a.timeout);
-    let c = Client::start(transport)?;
+    let c = Client::start(net)?;
     let (conn, addr) = establish_learning_nonce(&c, a.addr, EntityType::MON, timeout)
         .map_err(|(e, addr)| e.describe(&addr, timeout))?;
     let f = conn.features();

@@ -2,10 +2,10 @@
 
 use std::time::{Duration, Instant};
 
+use crate::net::Net;
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
 use msgr::entity::{EntityAddr, EntityType};
-use msgr::messenger::TransportKind;
 use msgr::msg::{MPing, MsgType, TypedMessage};
 use tracing::info;
 
@@ -126,10 +126,11 @@ pub(crate) fn connect_any(
     Err("no peer type to try".into())
 }
 
-pub(crate) fn run(a: PingArgs, transport: TransportKind) -> Result<()> {
+pub(crate) fn run(a: PingArgs, net: &Net) -> Result<()> {
+    let transport = net.transport;
     let timeout = Duration::from_secs_f64(a.timeout);
     let interval = Duration::from_secs_f64(a.interval);
-    let c = Client::start(transport)?;
+    let c = Client::start(net)?;
     let (addr, ty) = connect_any(&c, a.addr, a.peer_type.candidates(), timeout)?;
     emit(&format!(
         "PING {addr} ({ty}, {}): {} data bytes",

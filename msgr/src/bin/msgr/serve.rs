@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use msgr::admin::{AdminServer, Handler};
 use msgr::entity::{EntityName, EntityType};
-use msgr::messenger::{Messenger, TransportKind};
+use msgr::messenger::Messenger;
 use msgr::osd::{ObjectStore, OsdDispatcher};
 use msgr::proto::Policy;
 use serde_json::{json, Value};
 use tracing::info;
 
 use crate::client::random_nonce;
+use crate::net::Net;
 use crate::ping::parse_positive_secs;
 use crate::{emit, parse_entity_name, parse_peer_addr, Failure, PeerAddr, Result};
 
@@ -51,7 +52,9 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     admin_socket: Option<PathBuf>,
 
-    /// Worker threads of the posix transport [default: one per CPU]
+    /// Workers: threads of the posix transport [default: one per CPU]; queues of the dpdk
+    /// transport, one worker per queue on its own lcore (the first on EAL's main lcore;
+    /// give enough with --eal "-l ...") [default: 1]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
 
@@ -69,7 +72,8 @@ pub(crate) struct ServeArgs {
     run_for: Option<f64>,
 }
 
-pub(crate) fn run(a: ServeArgs, transport: TransportKind) -> Result<()> {
+pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
+    let transport = net.transport;
     let is_mon = a.name.ty == EntityType::MON;
     if !is_mon && a.name.ty != EntityType::OSD {
         return Err(Failure::usage(format!(
@@ -90,13 +94,11 @@ pub(crate) fn run(a: ServeArgs, transport: TransportKind) -> Result<()> {
     } else {
         random_nonce()
     });
-    let mut b = Messenger::builder(a.name, nonce)
-        .transport(transport)
-        .inject_socket_failures(a.inject_socket_failures);
-    if let Some(w) = a.workers {
-        b = b.workers(usize::from(w));
-    }
-    let msgr = Arc::new(b.build());
+    let msgr = Arc::new(
+        net.builder(a.name, nonce, a.workers.map(usize::from))
+            .inject_socket_failures(a.inject_socket_failures)
+            .build(),
+    );
     if is_mon {
         // Ceph's monitor: clients, OSDs and MDSs stateless, other monitors lossless.
         msgr.set_default_policy(Policy::stateless_server(0));

@@ -1,0 +1,333 @@
+//! `msgr load`: an OSD write/read workload against an OSD (`msgr serve`), pipelined, with
+//! every read checked against what was written.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::Args;
+use msgr::entity::{EntityAddr, EntityType};
+use msgr::messenger::ConnectionRef;
+use msgr::msg::{MOSDOp, MOSDOpReply, MsgType, TypedMessage};
+use serde_json::json;
+
+use crate::client::{establish_learning_nonce, Client};
+use crate::net::Net;
+use crate::ping::parse_positive_secs;
+use crate::{emit, parse_peer_addr, PeerAddr, Result};
+
+pub(crate) const LONG_ABOUT: &str = "\
+Run an OSD write/read workload against an OSD (`msgr serve`) and report rates and latencies.
+
+Phase 1 writes --ops objects (write_full of --size bytes) spread over --objects object names;
+phase 2 reads --ops times back over the same names and checks every byte (each object has
+its own content). Up to --in-flight ops are outstanding at once (1: ping-pong). Each phase
+prints ops/s, MB/s and latency percentiles; --json prints one JSON object instead.
+
+Exit status: 0 if every op succeeded and every read matched; 1 otherwise (the first
+problem is named).";
+
+/// The pool the ops name (the OSD-like daemon has one store for every pool).
+const POOL: i64 = 1;
+/// Placement groups the ops' pgid is hashed into.
+const PG_NUM: u32 = 32;
+/// Distinct content offsets: object `j`'s bytes start at `j % SHIFTS` of a shared pattern.
+const SHIFTS: usize = 251;
+
+#[derive(Args, Debug)]
+pub(crate) struct LoadArgs {
+    /// The OSD: v1:IP:PORT[/NONCE] (the nonce is learned if not given)
+    #[arg(value_parser = parse_peer_addr)]
+    addr: PeerAddr,
+
+    /// Ops per phase
+    #[arg(short = 'n', long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    ops: u64,
+
+    /// Bytes per object (0 to 64 MiB)
+    #[arg(short = 's', long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=(64 << 20)))]
+    size: u32,
+
+    /// Ops outstanding at once
+    #[arg(short = 'q', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    in_flight: u32,
+
+    /// Distinct objects [default: --ops, at most 1024]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    objects: Option<u32>,
+
+    /// Seconds to wait for the session, and for each reply
+    #[arg(short = 'W', long, default_value_t = 10.0, value_parser = parse_positive_secs)]
+    timeout: f64,
+
+    /// Print the results as one JSON object
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one phase measured.
+struct Phase {
+    name: &'static str,
+    ops: u64,
+    bytes: u64,
+    elapsed: Duration,
+    /// Per-op latency, sorted.
+    lat: Vec<Duration>,
+}
+
+impl Phase {
+    fn pct(&self, p: f64) -> Duration {
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((p / 100.0) * (self.lat.len() - 1) as f64).round() as usize;
+        self.lat[i.min(self.lat.len() - 1)]
+    }
+
+    fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn mb_per_sec(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        json!({
+            "ops": self.ops,
+            "bytes": self.bytes,
+            "seconds": self.elapsed.as_secs_f64(),
+            "ops_per_sec": self.ops_per_sec(),
+            "mb_per_sec": self.mb_per_sec(),
+            "lat_us": {
+                "p50": us(self.pct(50.0)),
+                "p99": us(self.pct(99.0)),
+                "p999": us(self.pct(99.9)),
+                "max": us(self.pct(100.0)),
+            },
+        })
+    }
+
+    fn line(&self) -> String {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        format!(
+            "{:<5} {} ops in {:.3} s: {:.0} ops/s, {:.1} MB/s; latency p50 {:.3} ms, p99 {:.3} ms, \
+             p99.9 {:.3} ms, max {:.3} ms",
+            format!("{}:", self.name),
+            self.ops,
+            self.elapsed.as_secs_f64(),
+            self.ops_per_sec(),
+            self.mb_per_sec(),
+            ms(self.pct(50.0)),
+            ms(self.pct(99.0)),
+            ms(self.pct(99.9)),
+            ms(self.pct(100.0)),
+        )
+    }
+}
+
+/// Object `j`'s content: `size` bytes of a shared pattern, starting at its own offset.
+struct Contents {
+    pattern: Bytes,
+    size: usize,
+}
+
+impl Contents {
+    fn new(size: usize) -> Self {
+        let mut x: u32 = 0x9e37_79b9;
+        let pattern = (0..size + SHIFTS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect::<Vec<u8>>();
+        Self {
+            pattern: Bytes::from(pattern),
+            size,
+        }
+    }
+
+    fn of(&self, j: u32) -> Bytes {
+        let at = j as usize % SHIFTS;
+        self.pattern.slice(at..at + self.size)
+    }
+}
+
+fn oid(j: u32) -> String {
+    format!("load-{j}")
+}
+
+pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
+    let timeout = Duration::from_secs_f64(a.timeout);
+    let objects = a
+        .objects
+        .unwrap_or_else(|| u32::try_from(a.ops.min(1024)).unwrap_or(1024));
+    let c = Client::start(net)?;
+    let (conn, addr) = establish_learning_nonce(&c, a.addr, EntityType::OSD, timeout)
+        .map_err(|(e, addr)| e.describe(&addr, timeout))?;
+    if !a.json {
+        emit(&format!(
+            "LOAD {addr} (osd, {}): {} ops of {} bytes per phase, {} in flight, {objects} objects",
+            net.transport.name(),
+            a.ops,
+            a.size,
+            a.in_flight
+        ))?;
+    }
+    let contents = Contents::new(a.size as usize);
+    let mut run = Run {
+        c: &c,
+        conn,
+        addr,
+        timeout,
+        tid: 0,
+    };
+    let result = (|| -> Result<Vec<Phase>> {
+        let w = run.phase(
+            "write",
+            a.ops,
+            a.in_flight,
+            |i| {
+                let j = (i % u64::from(objects)) as u32;
+                (MOSDOp::write_full(POOL, oid(j), contents.of(j)), j)
+            },
+            |_, r| check_result(r),
+        )?;
+        if !a.json {
+            emit(&w.line())?;
+        }
+        let r = run.phase(
+            "read",
+            a.ops,
+            a.in_flight,
+            |i| {
+                let j = (i % u64::from(objects)) as u32;
+                (MOSDOp::read(POOL, oid(j), 0, 0), j)
+            },
+            |j, r| {
+                check_result(r)?;
+                let got = r.data();
+                let want = contents.of(j);
+                if got != want {
+                    let at = got.iter().zip(want.iter()).position(|(x, y)| x != y);
+                    return Err(format!(
+                    "read of {} returned wrong data: {} bytes (want {}), first difference at {:?}",
+                    oid(j),
+                    got.len(),
+                    want.len(),
+                    at.unwrap_or(got.len().min(want.len()))
+                ));
+                }
+                Ok(got.len() as u64)
+            },
+        )?;
+        if !a.json {
+            emit(&r.line())?;
+        }
+        Ok(vec![w, r])
+    })();
+    c.msgr.shutdown();
+    c.msgr.wait();
+    let phases = result?;
+    if a.json {
+        let mut v = json!({
+            "addr": addr.to_string(),
+            "transport": net.transport.name(),
+            "size": a.size,
+            "in_flight": a.in_flight,
+            "objects": objects,
+        });
+        for p in &phases {
+            v[p.name] = p.json();
+        }
+        emit(&v.to_string())?;
+    }
+    Ok(())
+}
+
+fn check_result(r: &MOSDOpReply) -> Result<u64, String> {
+    if r.result != 0 {
+        return Err(format!("{} failed: result {}", r.oid, r.result));
+    }
+    Ok(0)
+}
+
+/// The session and the tid counter the phases share.
+struct Run<'a> {
+    c: &'a Client,
+    conn: ConnectionRef,
+    addr: EntityAddr,
+    timeout: Duration,
+    tid: u64,
+}
+
+impl Run<'_> {
+    /// Runs `n` ops with up to `depth` outstanding: `make(i)` builds op `i` (and names its
+    /// object), `check(j, reply)` checks a reply and says how many data bytes it moved.
+    fn phase(
+        &mut self,
+        name: &'static str,
+        n: u64,
+        depth: u32,
+        mut make: impl FnMut(u64) -> (MOSDOp, u32),
+        mut check: impl FnMut(u32, &MOSDOpReply) -> Result<u64, String>,
+    ) -> Result<Phase> {
+        let mut pending: HashMap<u64, (Instant, u32, u64)> = HashMap::new();
+        let mut lat = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
+        let mut bytes = 0u64;
+        let mut next = 0u64;
+        let t0 = Instant::now();
+        while lat.len() as u64 != n {
+            while next < n && pending.len() < depth as usize {
+                let (op, j) = make(next);
+                let sent = op.data().len() as u64;
+                self.tid += 1;
+                let tid = self.tid;
+                let m = op
+                    .with_pg_num(PG_NUM)
+                    .with_tid(tid)
+                    .to_message(self.conn.features());
+                self.conn
+                    .send_message(m)
+                    .map_err(|e| format!("{name}: sending op {next} to {}: {e}", self.addr))?;
+                pending.insert(tid, (Instant::now(), j, sent));
+                next += 1;
+            }
+            let m = self
+                .c
+                .recv_type(MsgType::OSD_OPREPLY, self.timeout)
+                .ok_or_else(|| {
+                    format!(
+                        "{name}: no reply from {} within {:?} ({} ops outstanding, {} done; \
+                         was the session reset?)",
+                        self.addr,
+                        self.timeout,
+                        pending.len(),
+                        lat.len()
+                    )
+                })?;
+            let tid = m.header.tid;
+            let r = MOSDOpReply::decode(m)
+                .map_err(|e| format!("{name}: undecodable MOSDOpReply from {}: {e}", self.addr))?;
+            let Some((at, j, sent)) = pending.remove(&tid) else {
+                return Err(
+                    format!("{name}: a reply to tid {tid}, which is not outstanding").into(),
+                );
+            };
+            lat.push(at.elapsed());
+            bytes += sent + check(j, &r).map_err(|e| format!("{name}: {e}"))?;
+        }
+        let elapsed = t0.elapsed();
+        lat.sort_unstable();
+        Ok(Phase {
+            name,
+            ops: n,
+            bytes,
+            elapsed,
+            lat,
+        })
+    }
+}

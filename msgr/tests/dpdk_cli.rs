@@ -1,0 +1,316 @@
+//! The `msgr` program on the dpdk transport, as users run it, against the kernel and
+//! against itself across processes:
+//!
+//! - `msgr serve --transport dpdk` on a tap device (DPDK's `net_tap`) whose kernel end is in
+//!   a network namespace the test made, reached from inside that namespace by `msgr ping`
+//!   (posix and simple) and by an OSD write/read workload (`msgr load`, posix), with the
+//!   traffic in `perf dump` and a clean admin `shutdown`;
+//! - the reverse: `msgr ping` and `msgr load` with `--transport dpdk` against a posix
+//!   `msgr serve` on the kernel end (the nonce learned, not given);
+//! - a real `ceph-mon` on the kernel end, reached by `msgr ping` and `msgr monmap` with
+//!   `--transport dpdk`, the fsid checked;
+//! - two DPDK processes over vhost-user: `msgr serve` on `net_vhost` (client mode) and
+//!   `msgr ping`/`msgr load` on `net_virtio_user` (server mode), one after the other (the
+//!   server's port sees its peer leave and a new one attach).
+//!
+//! Every process runs inside the test's namespace (`support::netlab`) or talks only over a
+//! unix socket (vhost-user); every command is bounded; the namespaces, taps, sockets and
+//! DPDK runtime directories are removed on drop, passing or failing. The tests take turns
+//! (one lock): each DPDK process polls, and these machines have two cores.
+//!
+//! Needs root, `ip` and /dev/net/tun (and ceph-mon for the monitor test); otherwise each test
+//! reports `SKIPPED <name>` (a failure under `MSGR_REQUIRE_INTEROP=1`).
+#![allow(clippy::disallowed_methods)] // a test driver: it reads the clock for bounded waits
+
+mod support;
+
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::Value;
+use stack::dpdk_files::{allowed_cpus, RuntimeDir};
+use support::daemon::Daemon;
+use support::mon::MonFixture;
+use support::netlab::{self, NetLab};
+use support::{counter, run_bounded, TempDir};
+
+const MSGR: &str = env!("CARGO_BIN_EXE_msgr");
+/// Bound for one client command (EAL start, link, session, the work).
+const CMD_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// One test at a time: DPDK processes poll, and a machine here has two cores.
+static TURN: Mutex<()> = Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `[WRAPPER...] msgr ARGS...` to completion (bounded).
+fn msgr(wrapper: &[&str], args: &[String]) -> Output {
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(MSGR);
+            c
+        }
+        None => Command::new(MSGR),
+    };
+    cmd.args(args);
+    run_bounded(&mut cmd, CMD_TIMEOUT).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The command's stdout; panics with its stderr unless it exited 0.
+fn ok(what: &str, out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    text(&out.stdout)
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `msgr ping` that must get every reply.
+fn ping(wrapper: &[&str], net: &[String], addr: &str, count: u32) {
+    let mut a = net.to_vec();
+    a.extend(args(&[
+        "ping",
+        addr,
+        "-c",
+        &count.to_string(),
+        "-i",
+        "0.05",
+    ]));
+    let out = ok("msgr ping", &msgr(wrapper, &a));
+    assert!(
+        out.contains(&format!("{count} sent, {count} received")),
+        "{out}"
+    );
+}
+
+/// `msgr load --json`: every op done and every read checked; returns the report.
+fn load(wrapper: &[&str], net: &[String], addr: &str, ops: u64, size: u32, depth: u32) -> Value {
+    let mut a = net.to_vec();
+    a.extend(args(&[
+        "load",
+        addr,
+        "--ops",
+        &ops.to_string(),
+        "--size",
+        &size.to_string(),
+        "--in-flight",
+        &depth.to_string(),
+        "--json",
+    ]));
+    let out = ok("msgr load", &msgr(wrapper, &a));
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    for phase in ["write", "read"] {
+        assert_eq!(v[phase]["ops"], ops, "{v}");
+        assert_eq!(v[phase]["bytes"], ops * u64::from(size), "{v}");
+    }
+    v
+}
+
+#[test]
+fn dpdk_serve_answers_kernel_clients() {
+    skip_unless!("a network namespace with a tap", netlab::check);
+    let _t = turn();
+    let lab = NetLab::new("ds").unwrap();
+    let exec = lab.exec();
+    let ip = lab.dpdk_ip(2);
+    let serve = lab.dpdk_args("serve", 2);
+    let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+    let d = Daemon::launch(
+        TempDir::new("dpdk-serve").unwrap(),
+        &exec,
+        &format!("v1:{ip}:6800"),
+        &serve,
+    );
+    assert_eq!(
+        d.addr.to_string().split('/').next(),
+        Some(&*format!("v1:{ip}:6800"))
+    );
+    let addr = d.addr.to_string();
+    for t in ["posix", "simple"] {
+        ping(&exec, &args(&["--transport", t]), &addr, 3);
+    }
+    let posix = args(&["--transport", "posix"]);
+    load(&exec, &posix, &addr, 2000, 4096, 16);
+    load(&exec, &posix, &addr, 6, 4 << 20, 2);
+
+    let status: Value = serde_json::from_str(&d.admin("status").unwrap()).unwrap();
+    assert_eq!(status["transport"], "dpdk", "{status}");
+    let perf = d.perf();
+    let osd_ops = counter(&perf, &["osd", "op"]);
+    assert_eq!(osd_ops, 2 * (2000 + 6), "{perf}");
+    assert_eq!(counter(&perf, &["osd", "ping"]), 6, "{perf}");
+    let st = d.shutdown();
+    assert!(st.success(), "msgr serve exited with {st}");
+    drop(lab);
+}
+
+#[test]
+fn dpdk_clients_reach_a_kernel_serve() {
+    skip_unless!("a network namespace with a tap", netlab::check);
+    let _t = turn();
+    let lab = NetLab::new("dc").unwrap();
+    let exec = lab.exec();
+    let d = Daemon::launch(
+        TempDir::new("posix-serve").unwrap(),
+        &exec,
+        &format!("v1:{}:6800", lab.kernel_ip()),
+        &["--transport", "posix"],
+    );
+    // No nonce: the client learns the one the daemon announces.
+    let addr = format!("v1:{}:6800", lab.kernel_ip());
+    ping(&exec, &lab.dpdk_args("ping", 2), &addr, 3);
+    load(&exec, &lab.dpdk_args("load", 3), &addr, 2000, 4096, 16);
+    load(&exec, &lab.dpdk_args("load4m", 4), &addr, 6, 4 << 20, 2);
+    let perf = d.perf();
+    assert_eq!(counter(&perf, &["osd", "op"]), 2 * (2000 + 6), "{perf}");
+    let st = d.shutdown();
+    assert!(st.success(), "msgr serve exited with {st}");
+}
+
+#[test]
+fn dpdk_clients_reach_a_real_ceph_mon() {
+    skip_unless!("a network namespace with a tap", netlab::check);
+    skip_unless!("ceph-mon", MonFixture::check);
+    let _t = turn();
+    let lab = NetLab::new("dm").unwrap();
+    let exec = lab.exec();
+    let mon = MonFixture::builder()
+        .netns(&lab.ns, lab.kernel_ip().parse().unwrap())
+        .start()
+        .unwrap();
+    let addr = format!("v1:{}", mon.v1_addr());
+    ping(&exec, &lab.dpdk_args("ping", 2), &addr, 2);
+    let mut a = lab.dpdk_args("monmap", 3);
+    a.extend(args(&["monmap", &addr, "--json"]));
+    let out = ok("msgr monmap", &msgr(&exec, &a));
+    let v: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["fsid"], mon.fsid_str(), "{v}");
+    mon.stop().unwrap();
+}
+
+#[test]
+fn dpdk_to_dpdk_across_processes_over_vhost_user() {
+    skip_unless!("root (DPDK runtime directory)", support::skip::root);
+    let _t = turn();
+    let dir = TempDir::new("vhost").unwrap();
+    let sock = dir.path().join("vhost.sock");
+    let pid = std::process::id();
+    let cpus = allowed_cpus();
+    let prefixes = [
+        format!("msgr-vh{pid}-serve"),
+        format!("msgr-vh{pid}-ping"),
+        format!("msgr-vh{pid}-load"),
+    ];
+    let _cleanup: Vec<RuntimeDir> = prefixes.iter().map(|p| RuntimeDir::new(p)).collect();
+    let eal = |prefix: &str, vdev: String| {
+        format!(
+            "--no-huge -m 256 --no-pci --no-telemetry --file-prefix {prefix} \
+             --lcores 0@({cpus}) --vdev={vdev}"
+        )
+    };
+    let serve_eal = eal(
+        &prefixes[0],
+        format!("net_vhost0,iface={},client=1,queues=1", sock.display()),
+    );
+    let d = Daemon::launch(
+        TempDir::new("vhost-serve").unwrap(),
+        &[],
+        "v1:10.78.0.1:6800",
+        &[
+            "--transport",
+            "dpdk",
+            "--eal",
+            &serve_eal,
+            "--ip",
+            "10.78.0.1/24",
+        ],
+    );
+    let client = |prefix: &str, host: u8| {
+        args(&[
+            "--transport",
+            "dpdk",
+            "--eal",
+            &eal(
+                prefix,
+                format!("net_virtio_user0,path={},server=1,queues=1", sock.display()),
+            ),
+            "--ip",
+            &format!("10.78.0.{host}/24"),
+        ])
+    };
+    let addr = d.addr.to_string();
+    ping(&[], &client(&prefixes[1], 2), &addr, 3);
+    let v = load(&[], &client(&prefixes[2], 3), &addr, 3000, 4096, 16);
+    assert_eq!(v["transport"], "dpdk", "{v}");
+    let perf = d.perf();
+    assert_eq!(counter(&perf, &["osd", "op"]), 6000, "{perf}");
+    let st = d.shutdown();
+    assert!(st.success(), "msgr serve exited with {st}");
+}
+
+#[test]
+fn dpdk_start_failures_are_one_line() {
+    skip_unless!("root (DPDK runtime directory)", support::skip::root);
+    let _t = turn();
+    let prefix = format!("msgr-np{}", std::process::id());
+    let _cleanup = RuntimeDir::new(&prefix);
+    let eal = format!("--no-huge -m 128 --no-pci --no-telemetry --file-prefix {prefix}");
+    let cases: [(Vec<String>, &str); 2] = [
+        // EAL starts, but no device is there.
+        (
+            args(&[
+                "--transport",
+                "dpdk",
+                "--eal",
+                &eal,
+                "--ip",
+                "10.79.0.2/24",
+                "ping",
+                "10.79.0.1:6789",
+            ]),
+            "0 ports probed",
+        ),
+        // The bind address is not the stack's.
+        (
+            args(&[
+                "--transport",
+                "dpdk",
+                "--eal",
+                &eal,
+                "--ip",
+                "10.79.0.2/24",
+                "serve",
+                "--bind",
+                "v1:10.79.0.3:6800",
+                "--run-for",
+                "5",
+            ]),
+            "not this stack's address",
+        ),
+    ];
+    for (a, want) in cases {
+        let out = msgr(&[], &a);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{a:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{a:?}: not one line: {err}");
+        assert!(
+            err.starts_with("msgr: ") && err.contains(want),
+            "{a:?}: {err}"
+        );
+    }
+}
