@@ -9,6 +9,8 @@
 //!   shards, each its own smoltcp `Interface` (smoltcp scans every socket of an Interface per
 //!   packet; small shards keep that flat as connections grow), a pool of listeners per shard,
 //!   Nagle and delayed ACK off, RSS-aware local ports for outbound connections ([`rss`]).
+//! - [`pcap`]: packet capture of a stack's frames to a pcap file, off the data path (a
+//!   writer thread behind a bounded queue).
 //!
 //! Time comes in as an argument everywhere (`smoltcp::time::Instant`): the stack is
 //! deterministic under test.
@@ -21,6 +23,7 @@ pub mod dpdkport;
 pub mod l2;
 pub mod memlink;
 pub mod netstack;
+pub mod pcap;
 /// Process plumbing for tests and benchmarks that run a DPDK peer in a second process.
 pub mod peer;
 pub mod port;

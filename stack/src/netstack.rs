@@ -32,6 +32,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::checksum::{self as csum, RxState, TxChecksum};
 use crate::l2::{self, ArpAction, NeighborCache, Neighbors, ETH_HLEN};
+use crate::pcap::{Capture, Recorded};
 use crate::port::Port;
 use crate::rss::Steering;
 
@@ -237,6 +238,10 @@ pub struct StackStats {
     pub tx_checksum_offloaded: u64,
     /// Packets to our own address, delivered without the device.
     pub looped: u64,
+    /// Frames queued for the packet capture ([`NetStack::set_capture`]).
+    pub captured: u64,
+    /// Frames the packet capture had no room for (its writer fell behind), not recorded.
+    pub capture_dropped: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +305,11 @@ struct Tx<P: Port> {
     unresolved: VecDeque<(Ipv4Address, Instant, P::Frame)>,
     asked: HashMap<Ipv4Address, Instant>,
     stats: StackStats,
+    /// Packet capture, when on.
+    capture: Option<Capture>,
+    /// Frames at the front of `queue` already recorded: those the device refused stay
+    /// there for the next burst and must not be recorded again.
+    queue_captured: usize,
 }
 
 /// Extra egress passes per shard poll (see `poll_shard`): a burst of segments per turn.
@@ -439,10 +449,41 @@ impl<P: Port> Tx<P> {
         }
     }
 
-    fn flush(&mut self) {
-        if !self.queue.is_empty() {
-            let n = self.port.tx_burst(&mut self.queue);
-            self.stats.tx_frames += n as u64;
+    fn flush(&mut self, now: Instant) {
+        if self.queue.is_empty() {
+            return;
+        }
+        if self.capture.is_some() && self.queue_captured < self.queue.len() {
+            let fresh = self.queue.range(self.queue_captured..).map(|f| f.as_ref());
+            record_frames(&mut self.capture, &mut self.stats, now, fresh);
+            self.queue_captured = self.queue.len();
+        }
+        let n = self.port.tx_burst(&mut self.queue);
+        // The device took `n` from the front (`Port::tx_burst`).
+        self.queue_captured = self.queue_captured.saturating_sub(n);
+        self.stats.tx_frames += n as u64;
+    }
+}
+
+/// Offers frames to the packet capture and counts the outcome; lets go of a capture that
+/// was stopped (its owner closed the file, or writing failed).
+fn record_frames<'f>(
+    capture: &mut Option<Capture>,
+    stats: &mut StackStats,
+    now: Instant,
+    frames: impl Iterator<Item = &'f [u8]>,
+) {
+    let Some(c) = capture.as_ref() else {
+        return;
+    };
+    for f in frames {
+        match c.record(now, f) {
+            Recorded::Queued => stats.captured += 1,
+            Recorded::Dropped => stats.capture_dropped += 1,
+            Recorded::Closed => {
+                *capture = None;
+                return;
+            }
         }
     }
 }
@@ -588,6 +629,8 @@ impl<P: Port> NetStack<P> {
             unresolved: VecDeque::new(),
             asked: HashMap::new(),
             stats: StackStats::default(),
+            capture: None,
+            queue_captured: 0,
         };
         let mut shards = Vec::with_capacity(nshards);
         for i in 0..nshards {
@@ -648,6 +691,29 @@ impl<P: Port> NetStack<P> {
     pub fn set_forwarding(&mut self, fwd: Forwarding<P::Frame>) {
         debug_assert_eq!(fwd.me, usize::from(self.cfg.queue));
         self.fwd = Some(fwd);
+    }
+
+    /// Starts (`Some`) or stops (`None`) recording this stack's frames into a packet
+    /// capture (see [`crate::pcap`]); replaces any capture already set. Each worker sets
+    /// its own handle, timestamped from its own clock ([`crate::pcap::TimeBase`]).
+    ///
+    /// Recorded: every frame a receive burst brings (before any check, so frames then
+    /// dropped are in it); every frame handed to the device, once, when first offered to it
+    /// (a frame the device refused waits for the next burst without being recorded again,
+    /// also across a change of capture); packets to our own address once, as they are
+    /// delivered. Frames of other workers' flows are recorded by the worker that received
+    /// them, before forwarding. A capture that was stopped is let go of at the next frame.
+    ///
+    /// Off, it costs one branch per burst. On, each frame is copied (up to the snap
+    /// length) and queued to the writer thread without blocking; frames that find the queue
+    /// full count in [`StackStats::capture_dropped`], the rest in [`StackStats::captured`].
+    pub fn set_capture(&mut self, capture: Option<Capture>) {
+        self.tx.capture = capture;
+    }
+
+    /// Whether a packet capture is set (and was not found stopped yet).
+    pub fn capturing(&self) -> bool {
+        self.tx.capture.is_some()
     }
 
     pub fn config(&self) -> &StackConfig {
@@ -1004,12 +1070,22 @@ impl<P: Port> NetStack<P> {
         if n > 0 {
             work = true;
             self.tx.stats.rx_frames += n as u64;
+            if self.tx.capture.is_some() {
+                let tx = &mut self.tx;
+                let got = frames.iter().map(|f| f.as_ref());
+                record_frames(&mut tx.capture, &mut tx.stats, now, got);
+            }
             for f in frames.drain(..) {
                 self.demux(f, now);
             }
         }
         self.rx_scratch = frames;
         // Packets we sent ourselves.
+        if self.tx.capture.is_some() && !self.tx.looped.is_empty() {
+            let tx = &mut self.tx;
+            let looped = tx.looped.iter().map(|f| f.as_ref());
+            record_frames(&mut tx.capture, &mut tx.stats, now, looped);
+        }
         for _ in 0..self.tx.looped.len() {
             let Some(f) = self.tx.looped.pop_front() else {
                 break;
@@ -1051,7 +1127,7 @@ impl<P: Port> NetStack<P> {
         }
         if !self.tx.queue.is_empty() {
             work = true;
-            self.tx.flush();
+            self.tx.flush(now);
         }
         work
     }
