@@ -5,6 +5,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use msgr::entity::{EntityAddr, EntityName, EntityType};
@@ -19,9 +20,14 @@ use crate::PeerAddr;
 /// How often establishment looks at the session and the counters.
 const POLL: Duration = Duration::from_millis(2);
 
-/// Hands every received message to a channel, on the network thread that read it.
+/// Takes a received message on the network thread that read it, or gives it back.
+pub(crate) type Handler = Arc<dyn Fn(Incoming) -> Option<Incoming> + Send + Sync>;
+
+/// Hands every received message to the installed [`Handler`] (which runs on the network
+/// thread: a reply sent from it leaves in the same turn), and what it declines to a channel.
 struct Inbox {
     tx: Sender<Message>,
+    handler: Arc<RwLock<Option<Handler>>>,
 }
 
 impl Dispatcher for Inbox {
@@ -34,6 +40,18 @@ impl Dispatcher for Inbox {
     }
 
     fn ms_fast_dispatch(&self, m: Incoming) {
+        let h = self
+            .handler
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let m = match h {
+            Some(h) => match h(m) {
+                Some(m) => m,
+                None => return,
+            },
+            None => m,
+        };
         // The receiver is gone only when the program is ending.
         let _ = self.tx.send(m.msg);
     }
@@ -50,6 +68,7 @@ pub(crate) fn random_nonce() -> u32 {
 pub(crate) struct Client {
     pub(crate) msgr: Messenger,
     pub(crate) rx: Receiver<Message>,
+    handler: Arc<RwLock<Option<Handler>>>,
 }
 
 impl Client {
@@ -64,10 +83,20 @@ impl Client {
             .build();
         msgr.set_default_policy(Policy::lossy_client(0));
         let (tx, rx) = mpsc::channel();
-        msgr.add_dispatcher_tail(std::sync::Arc::new(Inbox { tx }));
+        let handler = Arc::new(RwLock::new(None));
+        msgr.add_dispatcher_tail(Arc::new(Inbox {
+            tx,
+            handler: Arc::clone(&handler),
+        }));
         msgr.start()
             .map_err(|e| format!("starting the {} messenger: {e}", transport.name()))?;
-        Ok(Self { msgr, rx })
+        Ok(Self { msgr, rx, handler })
+    }
+
+    /// Installs (or removes) the handler that sees received messages first, on the
+    /// network thread.
+    pub(crate) fn set_handler(&self, h: Option<Handler>) {
+        *self.handler.write().unwrap_or_else(|e| e.into_inner()) = h;
     }
 
     /// Waits up to `timeout` for a message of type `ty` (others are dropped).

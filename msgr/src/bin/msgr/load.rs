@@ -2,12 +2,13 @@
 //! every read checked against what was written.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
 use msgr::entity::{EntityAddr, EntityType};
-use msgr::messenger::ConnectionRef;
+use msgr::messenger::{ConnectionRef, Incoming};
 use msgr::msg::{MOSDOp, MOSDOpReply, MsgType, TypedMessage};
 use serde_json::json;
 
@@ -128,6 +129,7 @@ impl Phase {
 }
 
 /// Object `j`'s content: `size` bytes of a shared pattern, starting at its own offset.
+#[derive(Clone)]
 struct Contents {
     pattern: Bytes,
     size: usize,
@@ -186,15 +188,16 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
         tid: 0,
     };
     let result = (|| -> Result<Vec<Phase>> {
+        let data = contents.clone();
         let w = run.phase(
             "write",
             a.ops,
             a.in_flight,
-            |i| {
+            Box::new(move |i| {
                 let j = (i % u64::from(objects)) as u32;
-                (MOSDOp::write_full(POOL, oid(j), contents.of(j)), j)
-            },
-            |_, r| check_result(r),
+                (MOSDOp::write_full(POOL, oid(j), data.of(j)), j)
+            }),
+            Box::new(|_, r| check_result(r)),
         )?;
         if !a.json {
             emit(&w.line())?;
@@ -203,11 +206,11 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
             "read",
             a.ops,
             a.in_flight,
-            |i| {
+            Box::new(move |i| {
                 let j = (i % u64::from(objects)) as u32;
                 (MOSDOp::read(POOL, oid(j), 0, 0), j)
-            },
-            |j, r| {
+            }),
+            Box::new(move |j, r| {
                 check_result(r)?;
                 let got = r.data();
                 let want = contents.of(j);
@@ -222,7 +225,7 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
                 ));
                 }
                 Ok(got.len() as u64)
-            },
+            }),
         )?;
         if !a.json {
             emit(&r.line())?;
@@ -264,6 +267,96 @@ struct Run<'a> {
     tid: u64,
 }
 
+/// Builds op `i` and names its object.
+type MakeOp<'f> = Box<dyn FnMut(u64) -> (MOSDOp, u32) + Send + 'f>;
+/// Checks a reply to an op on object `j`; says how many data bytes it brought.
+type CheckReply<'f> = Box<dyn FnMut(u32, &MOSDOpReply) -> Result<u64, String> + Send + 'f>;
+
+/// One phase in flight. Replies are taken on the network thread that read them, and the
+/// next op is sent from there (as an OSD client's completion path would): no thread hop
+/// per op, on any transport. The main thread only starts the phase and waits for its end.
+struct Pipeline {
+    st: Mutex<PipeState>,
+    progress: Condvar,
+}
+
+struct PipeState {
+    name: &'static str,
+    conn: ConnectionRef,
+    features: u64,
+    n: u64,
+    next: u64,
+    tid: u64,
+    /// tid → (sent at, object, data bytes sent).
+    pending: HashMap<u64, (Instant, u32, u64)>,
+    lat: Vec<Duration>,
+    bytes: u64,
+    error: Option<String>,
+    make: MakeOp<'static>,
+    check: CheckReply<'static>,
+}
+
+impl PipeState {
+    /// Sends ops until `depth` are outstanding or all were sent.
+    fn fill(&mut self, depth: usize) {
+        while self.error.is_none() && self.next < self.n && self.pending.len() < depth {
+            let (op, j) = (self.make)(self.next);
+            let sent = op.data().len() as u64;
+            self.tid += 1;
+            let m = op
+                .with_pg_num(PG_NUM)
+                .with_tid(self.tid)
+                .to_message(self.features);
+            if let Err(e) = self.conn.send_message(m) {
+                self.error = Some(format!("{}: sending op {}: {e}", self.name, self.next));
+                return;
+            }
+            self.pending.insert(self.tid, (Instant::now(), j, sent));
+            self.next += 1;
+        }
+    }
+
+    fn finished(&self) -> bool {
+        self.error.is_some() || self.lat.len() as u64 == self.n
+    }
+}
+
+impl Pipeline {
+    /// Takes an op reply (others go back to the inbox).
+    fn on_message(&self, m: Incoming, depth: usize) -> Option<Incoming> {
+        if m.msg.ty() != MsgType::OSD_OPREPLY {
+            return Some(m);
+        }
+        let mut st = self.st.lock().unwrap_or_else(|e| e.into_inner());
+        if st.finished() {
+            return None;
+        }
+        let tid = m.msg.header.tid;
+        let Some((at, j, sent)) = st.pending.remove(&tid) else {
+            st.error = Some(format!(
+                "{}: a reply to tid {tid}, which is not outstanding",
+                st.name
+            ));
+            self.progress.notify_all();
+            return None;
+        };
+        st.lat.push(at.elapsed());
+        let name = st.name;
+        match MOSDOpReply::decode(m.msg)
+            .map_err(|e| format!("undecodable MOSDOpReply: {e}"))
+            .and_then(|r| (st.check)(j, &r))
+        {
+            Ok(got) => st.bytes += sent + got,
+            Err(e) => st.error = Some(format!("{name}: {e}")),
+        }
+        st.fill(depth);
+        if st.finished() || st.lat.len().is_multiple_of(1024) {
+            self.progress.notify_all();
+        }
+        None
+    }
+}
+
 impl Run<'_> {
     /// Runs `n` ops with up to `depth` outstanding: `make(i)` builds op `i` (and names its
     /// object), `check(j, reply)` checks a reply and says how many data bytes it moved.
@@ -272,55 +365,66 @@ impl Run<'_> {
         name: &'static str,
         n: u64,
         depth: u32,
-        mut make: impl FnMut(u64) -> (MOSDOp, u32),
-        mut check: impl FnMut(u32, &MOSDOpReply) -> Result<u64, String>,
+        make: MakeOp<'static>,
+        check: CheckReply<'static>,
     ) -> Result<Phase> {
-        let mut pending: HashMap<u64, (Instant, u32, u64)> = HashMap::new();
-        let mut lat = Vec::with_capacity(usize::try_from(n).unwrap_or(0));
-        let mut bytes = 0u64;
-        let mut next = 0u64;
+        let depth = depth as usize;
+        let pipe = Arc::new(Pipeline {
+            st: Mutex::new(PipeState {
+                name,
+                conn: self.conn.clone(),
+                features: self.conn.features(),
+                n,
+                next: 0,
+                tid: self.tid,
+                pending: HashMap::with_capacity(depth),
+                lat: Vec::with_capacity(usize::try_from(n).unwrap_or(0)),
+                bytes: 0,
+                error: None,
+                make,
+                check,
+            }),
+            progress: Condvar::new(),
+        });
+        let p = Arc::clone(&pipe);
+        self.c
+            .set_handler(Some(Arc::new(move |m: Incoming| p.on_message(m, depth))));
         let t0 = Instant::now();
-        while lat.len() as u64 != n {
-            while next < n && pending.len() < depth as usize {
-                let (op, j) = make(next);
-                let sent = op.data().len() as u64;
-                self.tid += 1;
-                let tid = self.tid;
-                let m = op
-                    .with_pg_num(PG_NUM)
-                    .with_tid(tid)
-                    .to_message(self.conn.features());
-                self.conn
-                    .send_message(m)
-                    .map_err(|e| format!("{name}: sending op {next} to {}: {e}", self.addr))?;
-                pending.insert(tid, (Instant::now(), j, sent));
-                next += 1;
+        let mut st = pipe.st.lock().unwrap_or_else(|e| e.into_inner());
+        st.fill(depth);
+        // Wait for the end; fail if no reply comes for `timeout`.
+        let mut seen = st.lat.len();
+        let mut last = Instant::now();
+        while !st.finished() {
+            let (g, _) = pipe
+                .progress
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner());
+            st = g;
+            if st.lat.len() != seen {
+                seen = st.lat.len();
+                last = Instant::now();
+            } else if last.elapsed() >= self.timeout {
+                st.error = Some(format!(
+                    "{name}: no reply from {} within {:?} ({} ops outstanding, {} done; was \
+                     the session reset?)",
+                    self.addr,
+                    self.timeout,
+                    st.pending.len(),
+                    st.lat.len()
+                ));
             }
-            let m = self
-                .c
-                .recv_type(MsgType::OSD_OPREPLY, self.timeout)
-                .ok_or_else(|| {
-                    format!(
-                        "{name}: no reply from {} within {:?} ({} ops outstanding, {} done; \
-                         was the session reset?)",
-                        self.addr,
-                        self.timeout,
-                        pending.len(),
-                        lat.len()
-                    )
-                })?;
-            let tid = m.header.tid;
-            let r = MOSDOpReply::decode(m)
-                .map_err(|e| format!("{name}: undecodable MOSDOpReply from {}: {e}", self.addr))?;
-            let Some((at, j, sent)) = pending.remove(&tid) else {
-                return Err(
-                    format!("{name}: a reply to tid {tid}, which is not outstanding").into(),
-                );
-            };
-            lat.push(at.elapsed());
-            bytes += sent + check(j, &r).map_err(|e| format!("{name}: {e}"))?;
         }
         let elapsed = t0.elapsed();
+        self.tid = st.tid;
+        let error = st.error.take();
+        let mut lat = std::mem::take(&mut st.lat);
+        let bytes = st.bytes;
+        drop(st);
+        self.c.set_handler(None);
+        if let Some(e) = error {
+            return Err(e.into());
+        }
         lat.sort_unstable();
         Ok(Phase {
             name,
