@@ -386,7 +386,41 @@ struct WorkerState {
     spare_events: Vec<Event>,
     next_token: usize,
     now: Instant,
+    clock: EngineClock,
     stop: bool,
+}
+
+/// Engine time on a worker, from the stack's clock (the TSC on DPDK) instead of a
+/// `clock_gettime` per turn and per event: the offset to the messenger's clock is taken
+/// once a second (so the two cannot drift apart), and the result never steps back.
+#[derive(Default)]
+struct EngineClock {
+    offset_ns: i64,
+    resync_at_us: i64,
+    last: Instant,
+}
+
+/// How often [`EngineClock`] re-reads the messenger's clock.
+const CLOCK_RESYNC_US: i64 = 1_000_000;
+
+impl EngineClock {
+    fn now(&mut self, core: &Core, stack_now: StackInstant) -> Instant {
+        let us = stack_now.total_micros();
+        if us >= self.resync_at_us {
+            let core_ns = i64::try_from(core.now().as_nanos()).unwrap_or(i64::MAX);
+            self.offset_ns = core_ns.saturating_sub(us.saturating_mul(1000));
+            self.resync_at_us = us.saturating_add(CLOCK_RESYNC_US);
+        }
+        let ns = us
+            .saturating_mul(1000)
+            .saturating_add(self.offset_ns)
+            .max(0);
+        let t = Instant::from_nanos(ns as u64);
+        if t > self.last {
+            self.last = t;
+        }
+        self.last
+    }
 }
 
 struct Pass {
@@ -416,6 +450,7 @@ impl WorkerState {
             spare_events: Vec::new(),
             next_token: 0,
             now: Instant::ZERO,
+            clock: EngineClock::default(),
             stop: false,
         }
     }
@@ -935,8 +970,8 @@ impl WorkerState {
 }
 
 impl<P: Port> Handler<P> for WorkerState {
-    fn event(&mut self, st: &mut NetStack<P>, ev: StackEvent, _now: StackInstant) {
-        self.now = self.core.now();
+    fn event(&mut self, st: &mut NetStack<P>, ev: StackEvent, now: StackInstant) {
+        self.now = self.clock.now(&self.core, now);
         match ev {
             StackEvent::Accepted { conn, remote, .. } => self.accepted(st, conn, remote),
             StackEvent::Connected(s) => self.connected(st, s),
@@ -954,8 +989,8 @@ impl<P: Port> Handler<P> for WorkerState {
         }
     }
 
-    fn turn(&mut self, st: &mut NetStack<P>, _now: StackInstant) -> bool {
-        self.now = self.core.now();
+    fn turn(&mut self, st: &mut NetStack<P>, now: StackInstant) -> bool {
+        self.now = self.clock.now(&self.core, now);
         let mut any = self.commands(st);
         for t in std::mem::take(&mut self.pending_read) {
             any = true;
