@@ -109,7 +109,8 @@ impl CommandDesc {
 }
 
 /// The commands `msgr serve` answers (besides the built-in `help` and
-/// `get_command_descriptions`): `perf dump [logger]`, `status`, `version`, `shutdown`.
+/// `get_command_descriptions`): `perf dump [logger]`, `status`, `version`, `pcap start PATH
+/// [snaplen]`, `pcap stop`, `shutdown`.
 pub fn standard_commands() -> Vec<CommandDesc> {
     vec![
         CommandDesc::new(
@@ -122,6 +123,16 @@ pub fn standard_commands() -> Vec<CommandDesc> {
             "name, address, transport, uptime and connections of the daemon",
         ),
         CommandDesc::new("version", "the program version"),
+        CommandDesc::new(
+            "pcap start",
+            "capture the dpdk transport's frames to a pcap file (tshark/Wireshark read it)",
+        )
+        .arg("path", true)
+        .arg("snaplen", false),
+        CommandDesc::new(
+            "pcap stop",
+            "stop the packet capture: frames written and dropped",
+        ),
         CommandDesc::new("shutdown", "stop the daemon cleanly"),
     ]
 }

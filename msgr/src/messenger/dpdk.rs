@@ -128,13 +128,15 @@ enum Own {
     /// The session moved to another worker (it adopted a socket there): forget it here,
     /// closing this worker's stale socket, without stopping the engine.
     Detach(Arc<ConnShared>),
+    /// Capture this worker's frames to this handle, or stop (`None`).
+    Capture(Option<stack::pcap::Capture>),
 }
 
 impl Orphan for Own {
     fn orphaned(self) -> Option<Arc<ConnShared>> {
         match self {
             Self::Start(conn) => Some(conn),
-            Self::Detach(_) => None,
+            Self::Detach(_) | Self::Capture(_) => None,
         }
     }
 }
@@ -293,6 +295,23 @@ impl Transport for Dpdk {
             let _ = t.join();
         }
     }
+
+    fn capture(
+        &self,
+        core: &Arc<Core>,
+        cap: Option<stack::pcap::Capture>,
+    ) -> Result<(), &'static str> {
+        if !self.started.load(Ordering::Acquire) {
+            return Err("the dpdk transport is not running");
+        }
+        for (w, mb) in self.workers.iter().enumerate() {
+            if mb.post(core, Cmd::Own(Own::Capture(cap.clone()))).is_err() {
+                warn!(worker = w, "worker queue full: capture command lost");
+                return Err("a worker's command queue is full");
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What runs on one worker: the transport's state for it, handed to the backend, which
@@ -386,6 +405,8 @@ struct WorkerState {
     spare_events: Vec<Event>,
     next_token: usize,
     now: Instant,
+    /// The stack's clock at this turn (what capture timestamps are based on).
+    stack_now: StackInstant,
     clock: EngineClock,
     stop: bool,
 }
@@ -450,6 +471,7 @@ impl WorkerState {
             spare_events: Vec::new(),
             next_token: 0,
             now: Instant::ZERO,
+            stack_now: StackInstant::ZERO,
             clock: EngineClock::default(),
             stop: false,
         }
@@ -541,6 +563,11 @@ impl WorkerState {
     fn handle<P: Port>(&mut self, st: &mut NetStack<P>, cmd: Cmd) {
         match cmd {
             Cmd::Own(Own::Start(conn)) => self.adopt(st, conn, None, BytesMut::new(), 0),
+            Cmd::Own(Own::Capture(cap)) => {
+                let base = stack::pcap::TimeBase::from_system_clock(self.stack_now);
+                debug!(worker = self.idx, on = cap.is_some(), "packet capture");
+                st.set_capture(cap.map(|c| c.with_base(base)));
+            }
             Cmd::Send { conn, msg } => {
                 if let Some(t) = self.route(&conn, || Cmd::Send {
                     conn: Arc::clone(&conn),
@@ -971,6 +998,7 @@ impl WorkerState {
 
 impl<P: Port> Handler<P> for WorkerState {
     fn event(&mut self, st: &mut NetStack<P>, ev: StackEvent, now: StackInstant) {
+        self.stack_now = now;
         self.now = self.clock.now(&self.core, now);
         match ev {
             StackEvent::Accepted { conn, remote, .. } => self.accepted(st, conn, remote),
@@ -990,6 +1018,7 @@ impl<P: Port> Handler<P> for WorkerState {
     }
 
     fn turn(&mut self, st: &mut NetStack<P>, now: StackInstant) -> bool {
+        self.stack_now = now;
         self.now = self.clock.now(&self.core, now);
         let mut any = self.commands(st);
         for t in std::mem::take(&mut self.pending_read) {

@@ -37,6 +37,7 @@ use std::thread::JoinHandle;
 pub use conn::ConnectionRef;
 pub use dispatch::{Dispatcher, Incoming};
 pub use dpdk::{Backend, DpdkConfig, UserspaceConfig};
+pub use stack::pcap::{CaptureConfig, CaptureStats};
 pub use transport::TransportKind;
 
 use self::core::Core;
@@ -51,6 +52,8 @@ pub enum MessengerError {
     Io(std::io::Error),
     /// The call is not valid in the messenger's current state.
     State(&'static str),
+    /// Packet capture could not start, or its file could not be written.
+    Capture(stack::pcap::CaptureError),
 }
 
 impl std::fmt::Display for MessengerError {
@@ -58,6 +61,7 @@ impl std::fmt::Display for MessengerError {
         match self {
             Self::Io(e) => write!(f, "{e}"),
             Self::State(s) => f.write_str(s),
+            Self::Capture(e) => write!(f, "{e}"),
         }
     }
 }
@@ -163,6 +167,7 @@ impl MessengerBuilder {
                 started: false,
                 policies: Policies::default(),
                 dispatch_thread: None,
+                capture: None,
             }),
         }
     }
@@ -172,6 +177,8 @@ struct State {
     started: bool,
     policies: Policies,
     dispatch_thread: Option<JoinHandle<()>>,
+    /// The packet capture in progress (dpdk transport).
+    capture: Option<stack::pcap::PcapFile>,
 }
 
 /// A messenger: one entity's sessions with its peers.
@@ -317,6 +324,69 @@ impl Messenger {
         self.core.perf_dump()
     }
 
+    /// Starts capturing every frame the dpdk transport's workers receive and send to a pcap
+    /// file at `path` (what `tcpdump -w` gives on a kernel interface; tshark and Wireshark
+    /// read it, with their Ceph dissector). Frames are copied off the data path to a writer
+    /// thread through a bounded queue: when the disk falls behind, frames are dropped and
+    /// counted, the workers never wait. Off, capture costs one branch per burst. One capture
+    /// at a time; the kernel transports have none (use tcpdump on their interface).
+    pub fn start_capture(
+        &self,
+        path: &std::path::Path,
+        cfg: CaptureConfig,
+    ) -> Result<(), MessengerError> {
+        if self.kind != TransportKind::Dpdk {
+            return Err(MessengerError::State(
+                "packet capture is for the dpdk transport (the kernel transports: tcpdump)",
+            ));
+        }
+        let mut st = self.state();
+        if !st.started
+            || self
+                .core
+                .stopping
+                .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(MessengerError::State("the messenger is not running"));
+        }
+        if st.capture.is_some() {
+            return Err(MessengerError::State("a capture is already running"));
+        }
+        let file = stack::pcap::PcapFile::create(path, cfg).map_err(MessengerError::Capture)?;
+        // Each worker re-bases the handle on its own clock.
+        let cap = file.capture(stack::pcap::TimeBase::new(
+            stack::smoltcp::time::Instant::ZERO,
+            std::time::Duration::ZERO,
+        ));
+        self.core
+            .transport
+            .capture(&self.core, Some(cap))
+            .map_err(MessengerError::State)?;
+        st.capture = Some(file);
+        Ok(())
+    }
+
+    /// Stops the capture: the workers let go of it, everything queued is written and the
+    /// file closed. Returns what was written and dropped.
+    pub fn stop_capture(&self) -> Result<CaptureStats, MessengerError> {
+        let file = self
+            .state()
+            .capture
+            .take()
+            .ok_or(MessengerError::State("no capture is running"))?;
+        // Workers that miss this (stopping) drop the closed capture at their next frame.
+        let _ = self.core.transport.capture(&self.core, None);
+        file.stop().map_err(MessengerError::Capture)
+    }
+
+    /// The running capture's file and counters, if one runs.
+    pub fn capture_status(&self) -> Option<(String, CaptureStats)> {
+        self.state()
+            .capture
+            .as_ref()
+            .map(|f| (f.dest().to_owned(), f.stats()))
+    }
+
     /// Stops accepting, closes every session and stops the dispatch thread (what is queued
     /// is dropped). Returns at once; [`Messenger::wait`] joins the threads.
     pub fn shutdown(&self) {
@@ -340,6 +410,17 @@ impl Messenger {
         let t = self.state().dispatch_thread.take();
         if let Some(t) = t {
             let _ = t.join();
+        }
+        // A capture still running ends with the transport: write out what it holds.
+        let cap = self.state().capture.take();
+        if let Some(f) = cap {
+            let dest = f.dest().to_owned();
+            match f.stop() {
+                Ok(s) => {
+                    tracing::info!(file = %dest, written = s.written, dropped = s.dropped, "packet capture closed")
+                }
+                Err(e) => tracing::warn!(file = %dest, error = %e, "packet capture failed"),
+            }
         }
     }
 }

@@ -98,4 +98,12 @@ pub(crate) trait Transport: Send + Sync {
     fn shutdown(&self, core: &Arc<Core>);
     /// Waits for the transport's threads to exit.
     fn join(&self);
+    /// Hands a packet capture to every worker (`None`: stop capturing).
+    fn capture(
+        &self,
+        _core: &Arc<Core>,
+        _cap: Option<stack::pcap::Capture>,
+    ) -> Result<(), &'static str> {
+        Err("this transport has no packet capture")
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use msgr::admin::{AdminServer, Handler};
 use msgr::entity::{EntityName, EntityType};
-use msgr::messenger::Messenger;
+use msgr::messenger::{CaptureConfig, Messenger, TransportKind};
 use msgr::osd::{ObjectStore, OsdDispatcher};
 use msgr::proto::Policy;
 use serde_json::{json, Value};
@@ -32,6 +32,13 @@ MPing, so a real Ceph client can reach its dispatcher but gets no auth reply.
 
 On start the bound address is printed on stdout as one line, `listening on
 v1:IP:PORT/NONCE` (use --bind v1:127.0.0.1:0 for any free port), and logged on stderr.
+
+Packet capture (--transport dpdk): the kernel cannot see a DPDK port, so tcpdump cannot
+either. --pcap FILE, or `msgr admin PATH pcap start FILE` and `pcap stop` at run time,
+write every frame the workers receive and send to a pcap file for tshark or Wireshark
+(`tshark -r FILE -Y ceph`). Frames go to a writer thread through a bounded queue; when the
+disk falls behind frames are dropped and counted (`status` shows it), the workers never
+wait. With checksum offload on, captured outgoing TCP checksums are not filled in.
 
 Stopping: the admin socket's `shutdown` command (`msgr admin PATH shutdown`) or --run-for
 stop the daemon cleanly (the socket file is removed). SIGINT and SIGTERM end the process
@@ -66,6 +73,15 @@ pub(crate) struct ServeArgs {
     /// otherwise, as Ceph does]
     #[arg(long)]
     nonce: Option<u32>,
+
+    /// Capture the dpdk transport's frames to this pcap file from the start (the admin
+    /// socket's `pcap start PATH` / `pcap stop` do it at run time)
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+
+    /// Bytes kept of each captured frame
+    #[arg(long, value_name = "BYTES", default_value_t = stack::pcap::DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(64..=i64::from(stack::pcap::MAX_SNAPLEN)))]
+    pcap_snaplen: u32,
 
     /// Stop cleanly after this many seconds (default: run until stopped)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
@@ -115,8 +131,18 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
     let addr = msgr
         .bind(want)
         .map_err(|e| format!("cannot bind {}: {e}", a.bind.addr))?;
+    if a.pcap.is_some() && transport != TransportKind::Dpdk {
+        return Err(Failure::usage(
+            "--pcap captures the dpdk transport's frames; on the kernel transports use tcpdump",
+        ));
+    }
     msgr.start()
         .map_err(|e| format!("cannot start the {} transport: {e}", transport.name()))?;
+    if let Some(p) = &a.pcap {
+        msgr.start_capture(p, capture_config(a.pcap_snaplen))
+            .map_err(|e| format!("cannot capture to {}: {e}", p.display()))?;
+        info!(file = %p.display(), "packet capture started");
+    }
     let started = Instant::now();
 
     let (stop_tx, stop_rx) = mpsc::channel::<&'static str>();
@@ -183,6 +209,36 @@ impl Ctx {
                 "program": "msgr",
                 "wire": "msgr v1 (Ceph Pacific compatible)",
             })),
+            "pcap start" => {
+                let path = args
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .ok_or("pcap start needs a path")?;
+                let snaplen = match args.get("snaplen").and_then(Value::as_str) {
+                    None => stack::pcap::DEFAULT_SNAPLEN,
+                    Some(s) => s
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (64..=stack::pcap::MAX_SNAPLEN).contains(n))
+                        .ok_or_else(|| {
+                            format!("snaplen {s:?}: 64 to {}", stack::pcap::MAX_SNAPLEN)
+                        })?,
+                };
+                self.msgr
+                    .start_capture(std::path::Path::new(path), capture_config(snaplen))
+                    .map_err(|e| e.to_string())?;
+                info!(file = path, "packet capture started");
+                Ok(json!({"capturing": path, "snaplen": snaplen}))
+            }
+            "pcap stop" => {
+                let s = self.msgr.stop_capture().map_err(|e| e.to_string())?;
+                info!(
+                    written = s.written,
+                    dropped = s.dropped,
+                    "packet capture stopped"
+                );
+                Ok(json!({"written": s.written, "dropped": s.dropped, "bytes": s.bytes}))
+            }
             "shutdown" => {
                 self.stop
                     .send("admin socket shutdown")
@@ -238,6 +294,16 @@ impl Ctx {
             "connections": sessions.len(),
             "sessions": sessions,
             "objects": self.osd.store().len(),
+            "capture": self.msgr.capture_status().map(|(file, s)| json!({
+                "file": file, "written": s.written, "dropped": s.dropped, "bytes": s.bytes,
+            })),
         })
+    }
+}
+
+fn capture_config(snaplen: u32) -> CaptureConfig {
+    CaptureConfig {
+        snaplen,
+        ..CaptureConfig::default()
     }
 }
