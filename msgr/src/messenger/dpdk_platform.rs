@@ -130,7 +130,18 @@ fn serve(
     // With hardware RSS each flow lands on the queue the key and RETA say, and outbound
     // connections pick ports by that model; without it, ownership follows our own model
     // and frames of flows that land elsewhere are handed over in software.
-    let hw_rss = port.config().rss;
+    // Only RSS the device confirms (our key, TCP/IPv4 hashing) is trusted: net_tap, for one,
+    // offers RSS but applies it with eBPF through rte_flow, and where that is missing the
+    // kernel picks each flow's queue by its own hash.
+    let hw_rss = port.config().rss && port.rss_confirmed();
+    if port.config().rss && !hw_rss {
+        warn!(
+            driver = %info.driver,
+            conf = ?port.rss_conf(),
+            "the device does not confirm our RSS key: frames of flows that land on another \
+             worker's queue are handed over in software"
+        );
+    }
     let steering = if hw_rss || n == 1 {
         port.steering(None)
     } else {

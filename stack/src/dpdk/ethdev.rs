@@ -519,6 +519,36 @@ impl<'a> EthPort<'a, Started> {
         Ok(())
     }
 
+    /// The RSS key and hash types the device says it uses (`rte_eth_dev_rss_hash_conf_get`);
+    /// an error when it cannot say (no RSS, or the PMD does not implement the query).
+    pub fn rss_conf(&self) -> Result<(Vec<u8>, u64), DpdkError> {
+        let mut key = vec![0u8; usize::from(self.info.hash_key_size.max(40))];
+        let mut conf = sys::rte_eth_rss_conf {
+            rss_key: key.as_mut_ptr(),
+            rss_key_len: u8::try_from(key.len()).unwrap_or(u8::MAX),
+            rss_hf: 0,
+        };
+        // SAFETY: a started port we own; `conf.rss_key` points at `rss_key_len` writable
+        // bytes that outlive the call.
+        unsafe { rte_call!(rte_eth_dev_rss_hash_conf_get(self.own.id, &mut conf))? };
+        key.truncate(usize::from(conf.rss_key_len));
+        Ok((key, conf.rss_hf))
+    }
+
+    /// Whether the device's own report confirms the RSS this port was configured with (our
+    /// key, TCP/IPv4 hashing): only then does [`EthPort::steering`] predict where a flow
+    /// lands. A device that cannot say, or says otherwise, is not trusted.
+    pub fn rss_confirmed(&self) -> bool {
+        let cfg = self.config();
+        if !cfg.rss {
+            return false;
+        }
+        match (self.rss_conf(), cfg.rss_key.as_deref()) {
+            (Ok((key, hf)), Some(want)) => key == want && hf & cfg.rss_hf != 0,
+            _ => false,
+        }
+    }
+
     /// How the device spreads received TCP/IPv4 flows over RX queues, as the stack's
     /// software model: with RSS enabled, the key programmed at `configure` and the RETA
     /// given (the table passed to `set_reta`; `None` assumes the usual round-robin default —
