@@ -269,6 +269,11 @@ pub struct Connection {
     last_keepalive_ack: Option<Instant>,
     /// Last input or output on the open session (for the idle timer).
     last_active: Instant,
+    /// The receive buffer's length when `handle_input` last returned, and whether it
+    /// returned [`InputStatus::Blocked`]: what tells new input from a re-offer of the same
+    /// bytes (see `handle_input`).
+    rx_left: usize,
+    rx_blocked: bool,
     stats: ConnStats,
 }
 
@@ -302,6 +307,8 @@ impl Connection {
             timers: TimerTable::default(),
             rng: Rng::new(seed),
             pending_throttle: None,
+            rx_left: 0,
+            rx_blocked: false,
             rx_need: 0,
             last_keepalive: None,
             last_keepalive_ack: None,
@@ -510,14 +517,29 @@ impl Connection {
     ///
     /// On `Err`, the engine has already reacted to the fault (reset, backoff, standby...);
     /// the driver must close the transport and discard `rx`.
+    ///
+    /// Drivers may offer the same unconsumed bytes again (a partial frame, re-offered on
+    /// every pass over the connection): only new bytes, or a retry of input a throttle
+    /// blocked, count as activity for the idle timer, so a session whose peer went silent
+    /// mid-frame still times out.
     pub fn handle_input(&mut self, now: Instant, rx: &mut BytesMut) -> Result<InputStatus, Fault> {
         if !self.state.has_transport() {
             rx.clear();
             return Ok(InputStatus::Paused);
         }
-        if !rx.is_empty() && self.is_open() {
+        let fresh = rx.len() != self.rx_left || self.rx_blocked;
+        if !rx.is_empty() && fresh && self.is_open() {
             self.touch(now);
         }
+        let r = self.input_steps(now, rx);
+        self.rx_left = rx.len();
+        self.rx_blocked = matches!(r, Ok(InputStatus::Blocked));
+        r
+    }
+
+    /// `handle_input`'s loop: read steps until the input runs out, blocks, or the budget
+    /// is spent.
+    fn input_steps(&mut self, now: Instant, rx: &mut BytesMut) -> Result<InputStatus, Fault> {
         let mut budget = self.cfg.options.input_budget.max(1);
         loop {
             let step = match self.read_step(now, rx) {
@@ -1477,7 +1499,8 @@ enum Stop {
 mod tests {
     //! `connect_seq` arithmetic on values the peer chose (found by `msgr/fuzz`'s
     //! `server_handshake` target: "attempt to add with overflow" in `open`). Ceph's counter is
-    //! an unsigned 32-bit integer that wraps; ours must wrap too, not panic.
+    //! an unsigned 32-bit integer that wraps; ours must wrap too, not panic. And what counts
+    //! as activity for the idle timer (found by the dpdk link-fault tests).
     use super::*;
     use crate::entity::EntityName;
     use crate::features::PACIFIC_ALL;
@@ -1525,9 +1548,15 @@ mod tests {
 
     /// A lossless client that has read the server hello, with replies to feed.
     fn client() -> (Connection, BytesMut) {
+        client_with(|_| {})
+    }
+
+    /// [`client`] with options of its own.
+    fn client_with(opts: impl FnOnce(&mut crate::proto::Options)) -> (Connection, BytesMut) {
         let me = EntityName::new(EntityType::CLIENT, -1);
         let mut cfg = Config::new(me, EntityAddr::none());
         cfg.policies.default = Policy::lossless_client(0);
+        opts(&mut cfg.options);
         let server: EntityAddr = "v1:127.0.0.1:6789/0".parse().unwrap();
         let mut c = Connection::connect(Arc::new(cfg), T, server, EntityType::MON, 7);
         assert!(matches!(c.poll_event(), Some(Event::Dial)));
@@ -1573,5 +1602,55 @@ mod tests {
         // An open lossless client redials at once after a fault, with connect_seq + 1.
         c.handle_transport_error(T, TransportError::Eof);
         assert_eq!(c.connect_seq(), 0);
+    }
+
+    /// Regression, found by the dpdk transport's link-fault tests (a cut link never timed
+    /// the sessions out): drivers offer the bytes they hold again on every pass over a
+    /// connection (the idle timer's own firing makes one), and `handle_input` counted any
+    /// non-empty buffer as activity — so a session whose peer fell silent in the middle of
+    /// a frame never idled out. Only new bytes are activity.
+    #[test]
+    fn a_partial_frame_offered_again_is_not_activity() {
+        use std::time::Duration;
+        let idle = Duration::from_secs(10);
+        let s = Duration::from_secs(1);
+        let open = |rx: &mut BytesMut, c: &mut Connection| {
+            rx.extend_from_slice(&reply(Tag::Ready, 1));
+            c.handle_input(T, rx).unwrap();
+            assert!(c.is_open());
+            // The start of a message: its tag and a few bytes of its 53-byte header.
+            rx.extend_from_slice(&[u8::from(Tag::Msg), 1, 0, 0, 0]);
+            c.handle_input(T, rx).unwrap();
+            assert!(!rx.is_empty(), "the partial frame stays in the buffer");
+        };
+        // Offered again every second, nothing new: the session times out on time.
+        let (mut c, mut rx) = client_with(|o| o.idle_timeout = idle);
+        open(&mut rx, &mut c);
+        let mut now = T;
+        let fault = loop {
+            now = now + s;
+            assert!(now < T + 3 * idle, "never timed out");
+            assert!(c.handle_input(now, &mut rx).is_ok());
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                if let Err(f) = c.handle_timeout(now) {
+                    break f;
+                }
+            }
+        };
+        assert_eq!(fault, Fault::TimedOut(Timeout::Idle));
+        assert!(now <= T + idle + s, "timed out at {now:?}");
+        // One more byte every second (still a partial header): that is traffic.
+        let (mut c, mut rx) = client_with(|o| o.idle_timeout = idle);
+        open(&mut rx, &mut c);
+        let mut now = T;
+        for _ in 0..30 {
+            now = now + s;
+            rx.extend_from_slice(&[0]);
+            assert!(c.handle_input(now, &mut rx).is_ok());
+            if c.poll_timeout().is_some_and(|t| t <= now) {
+                assert_eq!(c.handle_timeout(now), Ok(()), "at {now:?}");
+            }
+        }
+        assert!(c.is_open());
     }
 }

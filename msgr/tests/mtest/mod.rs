@@ -934,6 +934,8 @@ pub(crate) struct NodeBuilder {
     fast: bool,
     label: String,
     head: Vec<Arc<dyn Dispatcher>>,
+    /// The dpdk transport's network (default: a port of the process-wide switch).
+    userspace: Option<msgr::messenger::UserspaceConfig>,
 }
 
 impl NodeBuilder {
@@ -957,6 +959,7 @@ impl NodeBuilder {
             fast: false,
             label: format!("{}.{num}", ty.name().unwrap_or("?")),
             head: Vec::new(),
+            userspace: None,
         }
     }
 
@@ -1019,6 +1022,12 @@ impl NodeBuilder {
         self.head.push(d);
         self
     }
+    /// The dpdk transport on this network instead of the process-wide switch (a test that
+    /// injects faults on its links brings a switch of its own).
+    pub(crate) fn userspace(mut self, cfg: msgr::messenger::UserspaceConfig) -> Self {
+        self.userspace = Some(cfg);
+        self
+    }
 
     pub(crate) fn start(self) -> Node {
         let mut b = Messenger::builder(self.name, next_nonce())
@@ -1027,7 +1036,7 @@ impl NodeBuilder {
             .options(self.options)
             .inject_socket_failures(self.inject);
         if self.kind == TransportKind::Dpdk {
-            b = b.userspace(switch_node());
+            b = b.userspace(self.userspace.unwrap_or_else(switch_node));
         }
         if let Some(t) = self.dispatch_throttle {
             b = b.dispatch_throttle_bytes(t);
