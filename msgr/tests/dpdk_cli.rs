@@ -186,6 +186,64 @@ fn dpdk_serve_answers_kernel_clients() {
     drop(lab);
 }
 
+#[test]
+fn dpdk_serve_spreads_sessions_over_its_workers() {
+    skip_unless!("a network namespace with a tap", netlab::check);
+    let _t = turn();
+    let lab = NetLab::new("dw").unwrap();
+    let exec = lab.exec();
+    let ip = lab.dpdk_ip(2);
+    let serve = args(&[
+        "--transport",
+        "dpdk",
+        "--eal",
+        &lab.eal_lcores("serve", 2),
+        "--ip",
+        &format!("{ip}/24"),
+        "--workers",
+        "2",
+    ]);
+    let serve: Vec<&str> = serve.iter().map(String::as_str).collect();
+    let d = Daemon::launch(
+        TempDir::new("dpdk-workers").unwrap(),
+        &exec,
+        &format!("v1:{ip}:6800"),
+        &serve,
+    );
+    let addr = d.addr.to_string();
+    // The tap hands each flow to one of its two queues by the kernel's flow hash: sixteen
+    // sessions (each a new source port) land on both workers but for a 2^-15 chance.
+    const SESSIONS: u64 = 16;
+    let posix = args(&["--transport", "posix"]);
+    for _ in 0..SESSIONS {
+        load(&exec, &posix, &addr, 100, 4096, 8);
+    }
+    let perf = d.perf();
+    assert_eq!(counter(&perf, &["osd", "op"]), SESSIONS * 2 * 100, "{perf}");
+    // Counters are published every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
+    let perf = d.perf();
+    let workers = perf["dpdk"]["workers"]
+        .as_array()
+        .expect("dpdk workers")
+        .clone();
+    assert_eq!(workers.len(), 2, "{perf}");
+    let accepted: Vec<u64> = workers
+        .iter()
+        .map(|w| counter(w, &["stack", "accepted"]))
+        .collect();
+    assert_eq!(accepted.iter().sum::<u64>(), SESSIONS, "{perf}");
+    assert!(
+        accepted.iter().all(|&a| a > 0),
+        "both workers served: {accepted:?}"
+    );
+    for w in &workers {
+        assert_eq!(counter(w, &["stack", "rx_dropped"]), 0, "{w}");
+    }
+    let st = d.shutdown();
+    assert!(st.success(), "msgr serve exited with {st}");
+}
+
 /// tshark's Ceph dissector finds our sessions in a capture of the dpdk path: messages of
 /// every type in `want`, and with `clean`, nothing malformed. (Wireshark 3.4/4.0's dissector
 /// predates Pacific's MOSDOp v8 and does not reassemble it across segments: it marks real

@@ -244,6 +244,50 @@ pub struct StackStats {
     pub capture_dropped: u64,
 }
 
+impl StackStats {
+    /// Every counter by name, for reports (`perf dump`).
+    pub fn counters(&self) -> [(&'static str, u64); 25] {
+        [
+            ("rx_frames", self.rx_frames),
+            ("tx_frames", self.tx_frames),
+            ("rx_not_ours", self.rx_not_ours),
+            ("rx_malformed", self.rx_malformed),
+            ("rx_oversize", self.rx_oversize),
+            ("rx_shard_full", self.rx_shard_full),
+            ("rx_other", self.rx_other),
+            ("arp_requests_sent", self.arp_requests_sent),
+            ("arp_replies_sent", self.arp_replies_sent),
+            ("tx_no_buffer", self.tx_no_buffer),
+            ("tx_unresolved", self.tx_unresolved),
+            ("accepted", self.accepted),
+            ("connected", self.connected),
+            ("closed", self.closed),
+            ("handshakes_dropped", self.handshakes_dropped),
+            ("listen_limited", self.listen_limited),
+            ("forwarded", self.forwarded),
+            ("forward_full", self.forward_full),
+            ("rx_bad_checksum", self.rx_bad_checksum),
+            ("rx_checksum_by_device", self.rx_checksum_by_device),
+            ("tx_checksum_offloaded", self.tx_checksum_offloaded),
+            ("looped", self.looped),
+            ("captured", self.captured),
+            ("capture_dropped", self.capture_dropped),
+            ("rx_dropped", self.dropped_total()),
+        ]
+    }
+
+    /// Received frames dropped for any reason (not ours, malformed, oversize, shard full,
+    /// bad checksum, forwarding full).
+    pub fn dropped_total(&self) -> u64 {
+        self.rx_not_ours
+            + self.rx_malformed
+            + self.rx_oversize
+            + self.rx_shard_full
+            + self.rx_bad_checksum
+            + self.forward_full
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// Accepted by a listener, handshake not complete.

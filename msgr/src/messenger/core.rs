@@ -351,6 +351,12 @@ impl Core {
             "dispatch_throttle".into(),
             throttle(&cfg.policies.default.throttles.dispatch),
         );
-        self.perf.dump(extra)
+        let mut all = self.perf.dump(extra);
+        if let (serde_json::Value::Object(m), Some((section, v))) =
+            (&mut all, self.transport.perf_section())
+        {
+            m.insert(section.to_owned(), v);
+        }
+        all
     }
 }

@@ -152,7 +152,13 @@ pub(crate) struct Dpdk {
     listen: Mutex<Option<u16>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     started: AtomicBool,
+    /// Each worker's latest counters (published by the worker every [`REPORT_EVERY`]).
+    reports: Vec<Arc<Mutex<serde_json::Value>>>,
 }
+
+/// How often a worker publishes its counters for `perf dump`.
+const REPORT_EVERY: stack::smoltcp::time::Duration =
+    stack::smoltcp::time::Duration::from_millis(100);
 
 impl Dpdk {
     pub(crate) fn new(cfg: Option<UserspaceConfig>) -> Self {
@@ -164,6 +170,9 @@ impl Dpdk {
             .map(|_| Arc::new(Mailbox::new(QUEUE_DEPTH)))
             .collect();
         Self {
+            reports: (0..n)
+                .map(|_| Arc::new(Mutex::new(serde_json::Value::Null)))
+                .collect(),
             ip: cfg.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip),
             cfg: Mutex::new(cfg),
             workers,
@@ -230,6 +239,7 @@ impl Transport for Dpdk {
             .map(|(i, ws)| Body {
                 state: WorkerState::new(i, Arc::clone(core), Arc::clone(ws), self.workers.clone()),
                 listen,
+                report: Arc::clone(&self.reports[i]),
             })
             .collect();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -296,6 +306,15 @@ impl Transport for Dpdk {
         }
     }
 
+    fn perf_section(&self) -> Option<(&'static str, serde_json::Value)> {
+        let workers: Vec<serde_json::Value> = self
+            .reports
+            .iter()
+            .map(|r| r.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .collect();
+        Some(("dpdk", serde_json::json!({ "workers": workers })))
+    }
+
     fn capture(
         &self,
         core: &Arc<Core>,
@@ -319,6 +338,7 @@ impl Transport for Dpdk {
 pub(crate) struct Body {
     state: WorkerState,
     listen: Option<u16>,
+    report: Arc<Mutex<serde_json::Value>>,
 }
 
 impl Body {
@@ -341,10 +361,19 @@ impl Body {
             }
         }
         debug!(worker = self.state.idx, "dpdk worker started");
+        let report = self.report;
         let mut w = stack::Worker::new(stack, self.state, clock, idle);
+        let mut next_report = w.now();
+        let mut steps = 0u32;
         while !w.handler.stop {
             w.step();
+            steps = steps.wrapping_add(1);
+            if steps.is_multiple_of(1024) && w.now() >= next_report {
+                next_report = w.now() + REPORT_EVERY;
+                *report.lock().unwrap_or_else(|e| e.into_inner()) = worker_report(&w);
+            }
         }
+        *report.lock().unwrap_or_else(|e| e.into_inner()) = worker_report(&w);
         // As a host whose service exits: refuse new connections and reset handshakes in
         // flight (a peer must not complete one into a stack that is about to vanish), then
         // close the sessions.
@@ -362,6 +391,26 @@ impl Body {
         driver::enter(&core, None);
         debug!(worker = w.handler.idx, stats = ?w.stack.stats(), "dpdk worker stopped");
     }
+}
+
+/// One worker's counters for `perf dump`: its queue, sessions, loop and stack.
+fn worker_report<P: Port, C: Clock>(w: &stack::Worker<P, WorkerState, C>) -> serde_json::Value {
+    let ws = w.stats();
+    let mut stack = serde_json::Map::new();
+    for (k, v) in w.stack.stats().counters() {
+        stack.insert(k.to_owned(), v.into());
+    }
+    serde_json::json!({
+        "queue": w.handler.idx,
+        "sessions": w.handler.conns.len(),
+        "sockets": w.stack.connections(),
+        "capturing": w.stack.capturing(),
+        "turns": ws.turns,
+        "busy_turns": ws.busy_turns,
+        "yields": ws.yields,
+        "sleeps": ws.sleeps,
+        "stack": stack,
+    })
 }
 
 /// See [`Body::stopper`].

@@ -98,6 +98,10 @@ pub(crate) trait Transport: Send + Sync {
     fn shutdown(&self, core: &Arc<Core>);
     /// Waits for the transport's threads to exit.
     fn join(&self);
+    /// The transport's own `perf dump` section (name, counters), if it has one.
+    fn perf_section(&self) -> Option<(&'static str, serde_json::Value)> {
+        None
+    }
     /// Hands a packet capture to every worker (`None`: stop capturing).
     fn capture(
         &self,

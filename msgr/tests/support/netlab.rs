@@ -125,15 +125,24 @@ impl NetLab {
     /// its own file prefix (removed when the lab is dropped), one lcore allowed on every
     /// CPU of this process (the workers nap when idle).
     pub(crate) fn eal(&self, role: &str) -> String {
+        self.eal_lcores(role, 1)
+    }
+
+    /// [`NetLab::eal`] with `lcores` lcores (one per worker).
+    pub(crate) fn eal_lcores(&self, role: &str, lcores: u32) -> String {
         let prefix = format!("{}-{role}", self.ns);
         self.prefixes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(RuntimeDir::new(&prefix));
+        let cpus = allowed_cpus();
+        let lcores: Vec<String> = (0..lcores.max(1))
+            .map(|l| format!("{l}@({cpus})"))
+            .collect();
         format!(
-            "--no-huge -m 256 --no-pci --no-telemetry --file-prefix {prefix} --lcores 0@({}) \
+            "--no-huge -m 256 --no-pci --no-telemetry --file-prefix {prefix} --lcores {} \
              --vdev=net_tap0,iface={}",
-            allowed_cpus(),
+            lcores.join(","),
             self.tap
         )
     }
