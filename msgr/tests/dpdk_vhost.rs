@@ -52,6 +52,7 @@ fn node(num: i64, ip: Ipv4Addr, prefix: &str, vdev: String, inject: u64) -> Node
             eal_args: eal_args.split_whitespace().map(str::to_owned).collect(),
             port: 0,
             workers: 1,
+            mtu: None,
         }),
         ip,
         24,

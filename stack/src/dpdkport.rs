@@ -161,6 +161,31 @@ pub fn stack_pool<'e>(
     tx_descs: u32,
     cache: u32,
 ) -> Result<Mempool<'e>, DpdkError> {
+    stack_pool_mtu(eal, name, rx_descs, tx_descs, cache, 1500)
+}
+
+/// The mbuf data room (headroom included) that holds one frame of an `mtu`-byte IP packet
+/// in a single segment: the standard 2176 bytes up to MTU 1500 (and a little beyond), more
+/// for jumbo frames.
+pub fn data_room_for(mtu: u16) -> u16 {
+    // Ethernet header, a VLAN tag, the FCS, room for a device's own header in the buffer
+    // (virtio's net header: virtio_user refuses a queue whose buffers cannot take a whole
+    // frame with it), then the headroom; a cache-line multiple.
+    let need = u32::from(mtu) + 14 + 4 + 4 + 64 + 128;
+    let need = need.div_ceil(64) * 64;
+    u16::try_from(need.max(u32::from(dpdk::MBUF_DEFAULT_DATA_ROOM))).unwrap_or(u16::MAX)
+}
+
+/// [`stack_pool`] for frames of an `mtu`-byte IP packet (jumbo frames: bigger mbufs, so a
+/// frame never spans a chain).
+pub fn stack_pool_mtu<'e>(
+    eal: &'e Eal,
+    name: &str,
+    rx_descs: u32,
+    tx_descs: u32,
+    cache: u32,
+    mtu: u16,
+) -> Result<Mempool<'e>, DpdkError> {
     let sizing = PoolSizing {
         rx_descs,
         tx_descs,
@@ -174,7 +199,7 @@ pub fn stack_pool<'e>(
         name,
         sizing.mbufs(),
         cache,
-        dpdk::MBUF_DEFAULT_DATA_ROOM,
+        data_room_for(mtu),
         eal.socket_id(),
     )
 }

@@ -120,6 +120,11 @@ struct GlobalArgs {
     #[arg(long, global = true, value_name = "N", help_heading = "DPDK options")]
     dpdk_port: Option<u16>,
 
+    /// The DPDK port's MTU, e.g. 9000 for jumbo frames (both ends must agree) [default: the
+    /// device's, normally 1500]
+    #[arg(long, global = true, value_name = "BYTES", value_parser = clap::value_parser!(u16).range(576..=9600), help_heading = "DPDK options")]
+    mtu: Option<u16>,
+
     /// What a worker does when a poll finds nothing: busy (poll again: isolated cores),
     /// yield[:SPINS], sleep[:SPINS[:MAX_US]] [default: sleep:200:50, for shared cores]
     #[arg(long, global = true, value_name = "POLICY", value_parser = parse_idle, help_heading = "DPDK options")]

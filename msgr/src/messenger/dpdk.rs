@@ -87,6 +87,10 @@ pub struct DpdkConfig {
     /// Workers, one per queue pair (the first on the main lcore, the others on the worker
     /// lcores of `-l`/`--lcores`).
     pub workers: u16,
+    /// The port's MTU (`None`: the device's, normally 1500). Jumbo frames (9000, as Ceph
+    /// cluster networks use) cut the per-packet work of bulk transfers; both ends and the
+    /// switch between them must take them.
+    pub mtu: Option<u16>,
 }
 
 /// Configuration of a userspace transport.

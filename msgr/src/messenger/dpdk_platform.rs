@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use stack::dpdk::{worker_lcores, Eal, EthPort, PortConfig};
-use stack::dpdkport::stack_pool;
+use stack::dpdkport::stack_pool_mtu;
 use stack::l2::Neighbors;
 use stack::netstack::Forwarding;
 use stack::rss::Steering;
@@ -74,12 +74,13 @@ fn serve(
     // Before the port: the port borrows them for as long as it lives.
     let pools = (0..n)
         .map(|q| {
-            stack_pool(
+            stack_pool_mtu(
                 eal,
                 &format!("msgr_q{q}"),
                 u32::from(DESCS),
                 u32::from(DESCS),
                 POOL_CACHE,
+                d.mtu.unwrap_or(1500),
             )
             .map_err(|e| format!("mempool for queue {q}: {e}"))
         })
@@ -98,8 +99,18 @@ fn serve(
             info.driver, info.max_rx_queues, info.max_tx_queues
         ));
     }
+    if let Some(mtu) = d.mtu {
+        if mtu < info.min_mtu || mtu > info.max_mtu {
+            return Err(format!(
+                "{}: MTU {mtu} is outside what the device takes ({} to {})",
+                info.driver, info.min_mtu, info.max_mtu
+            ));
+        }
+    }
+    let mut pc = PortConfig::new(n, n);
+    pc.mtu = d.mtu;
     let mut port = port
-        .configure(&PortConfig::new(n, n))
+        .configure(&pc)
         .map_err(|e| format!("{}: configure: {e}", info.driver))?;
     for (q, pool) in (0..n).zip(&pools) {
         port.rx_queue_setup(q, DESCS, pool)

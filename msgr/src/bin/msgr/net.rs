@@ -20,6 +20,7 @@ pub(crate) struct DpdkNet {
     gateway: Option<Ipv4Addr>,
     port: u16,
     idle: IdlePolicy,
+    mtu: Option<u16>,
 }
 
 /// The transport a subcommand's messenger runs on.
@@ -38,6 +39,7 @@ impl Net {
             ("--gateway", g.gateway.is_some()),
             ("--dpdk-port", g.dpdk_port.is_some()),
             ("--idle", g.idle.is_some()),
+            ("--mtu", g.mtu.is_some()),
         ]
         .iter()
         .filter(|(_, set)| *set)
@@ -98,6 +100,7 @@ impl Net {
                 gateway,
                 port: g.dpdk_port.unwrap_or(0),
                 idle: g.idle.unwrap_or_default(),
+                mtu: g.mtu,
             }),
         })
     }
@@ -125,6 +128,7 @@ impl Net {
                     eal_args: d.eal_args.clone(),
                     port: d.port,
                     workers: u16::try_from(workers).unwrap_or(u16::MAX),
+                    mtu: d.mtu,
                 });
                 let mut cfg = UserspaceConfig::new(backend, d.ip, d.prefix);
                 cfg.gateway = d.gateway;
