@@ -39,7 +39,6 @@ use super::conn::ConnShared;
 use super::core::Core;
 use super::driver::{self, Mailbox, Orphan, OwnerIo};
 use super::idmap::IdMap;
-use super::posix::feed;
 use super::transport::{ConnIo, Transport};
 use crate::msg::Message;
 use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
@@ -50,6 +49,12 @@ const QUEUE_DEPTH: usize = 4096;
 /// Reads per connection per service pass (each takes what the socket holds, up to
 /// [`READ_MAX`]).
 const READ_BUDGET: usize = 16;
+/// Engine read steps per connection per pass (a small message is a few): what is left
+/// waits for the next turn, after this turn's replies have left, so the peer works on them
+/// while this worker reads on (without it, a pipelined peer and this worker take turns
+/// with whole batches, each idle while the other works). Also bounds how long one busy
+/// connection holds the worker.
+const INPUT_STEPS: usize = 16;
 /// Largest single read from a socket's buffer.
 const READ_MAX: usize = 1 << 20;
 /// Chunks taken from the engine per write round.
@@ -837,12 +842,15 @@ impl WorkerState {
         let live = !pass.close_sock && !e.connecting && e.sock.is_some();
         // Input: what is buffered first (a throttle retry), then the socket — unless a
         // throttle holds it back: then nothing is read (TCP's window pushes back).
+        // Whether the step budget ran out with input left: the rest waits for the next turn.
+        let mut more = false;
         if live && !e.blocked && !e.rx.is_empty() {
-            match feed(&mut engine, now, &mut e.rx) {
+            match engine.handle_input_steps(now, &mut e.rx, INPUT_STEPS) {
                 Ok(InputStatus::Blocked) => {
                     e.blocked = true;
                     core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
                 }
+                Ok(InputStatus::Budget) => more = true,
                 Ok(_) => {}
                 Err(f) => {
                     core.perf.fault(&f);
@@ -850,8 +858,8 @@ impl WorkerState {
                 }
             }
         }
-        if let (true, true, false, false, Some(sock)) =
-            (read, live, pass.close_sock, e.blocked, e.sock)
+        if let (true, true, false, false, false, Some(sock)) =
+            (read, live, pass.close_sock, e.blocked, more, e.sock)
         {
             for _ in 0..READ_BUDGET {
                 let want = engine.rx_hint().clamp(64 * 1024, READ_MAX);
@@ -875,10 +883,14 @@ impl WorkerState {
                     }
                     Ok(n) => {
                         core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
-                        match feed(&mut engine, now, &mut e.rx) {
+                        match engine.handle_input_steps(now, &mut e.rx, INPUT_STEPS) {
                             Ok(InputStatus::Blocked) => {
                                 e.blocked = true;
                                 core.perf.throttle_waits.fetch_add(1, Ordering::Relaxed);
+                                break;
+                            }
+                            Ok(InputStatus::Budget) => {
+                                more = true;
                                 break;
                             }
                             Ok(_) => {}
@@ -908,8 +920,13 @@ impl WorkerState {
                 }
             }
             if !pass.close_sock && !e.blocked && st.recv_queue(sock).unwrap_or(0) > 0 {
-                self.pending_read.push(t);
+                more = true;
             }
+        }
+        // More in the socket, or read but not parsed yet: next turn, after this one's
+        // output has left.
+        if more && !pass.close_sock && !e.blocked {
+            self.pending_read.push(t);
         }
         pass.accept = driver::drain_events(&core, &conn, &mut engine, now, &mut pass.events);
         if let (false, false, Some(sock)) = (pass.close_sock, e.connecting, e.sock) {

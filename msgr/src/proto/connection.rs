@@ -523,6 +523,19 @@ impl Connection {
     /// blocked, count as activity for the idle timer, so a session whose peer went silent
     /// mid-frame still times out.
     pub fn handle_input(&mut self, now: Instant, rx: &mut BytesMut) -> Result<InputStatus, Fault> {
+        let budget = self.cfg.options.input_budget;
+        self.handle_input_steps(now, rx, budget)
+    }
+
+    /// [`Connection::handle_input`] with at most `budget` read steps (a message is a few):
+    /// a run-to-completion driver takes a little from each connection per turn and sends
+    /// the replies to that much before it reads more, so the peer works while it reads.
+    pub fn handle_input_steps(
+        &mut self,
+        now: Instant,
+        rx: &mut BytesMut,
+        budget: usize,
+    ) -> Result<InputStatus, Fault> {
         if !self.state.has_transport() {
             rx.clear();
             return Ok(InputStatus::Paused);
@@ -531,7 +544,7 @@ impl Connection {
         if !rx.is_empty() && fresh && self.is_open() {
             self.touch(now);
         }
-        let r = self.input_steps(now, rx);
+        let r = self.input_steps(now, rx, budget);
         self.rx_left = rx.len();
         self.rx_blocked = matches!(r, Ok(InputStatus::Blocked));
         r
@@ -539,8 +552,13 @@ impl Connection {
 
     /// `handle_input`'s loop: read steps until the input runs out, blocks, or the budget
     /// is spent.
-    fn input_steps(&mut self, now: Instant, rx: &mut BytesMut) -> Result<InputStatus, Fault> {
-        let mut budget = self.cfg.options.input_budget.max(1);
+    fn input_steps(
+        &mut self,
+        now: Instant,
+        rx: &mut BytesMut,
+        budget: usize,
+    ) -> Result<InputStatus, Fault> {
+        let mut budget = budget.max(1);
         loop {
             let step = match self.read_step(now, rx) {
                 Ok(s) => s,
