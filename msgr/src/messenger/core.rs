@@ -154,6 +154,7 @@ impl Core {
             Arc::downgrade(self),
             self.transport.new_io(),
         );
+        self.transport.assign(&conn);
         reg.insert(addr, Arc::clone(&conn));
         drop(reg);
         self.track(&conn);

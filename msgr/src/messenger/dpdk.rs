@@ -270,12 +270,16 @@ impl Transport for Dpdk {
         }
     }
 
-    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+    fn assign(&self, conn: &Arc<ConnShared>) {
         let w = (0..self.workers.len())
             .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
             .unwrap_or(0);
         driver::set_owner(conn, w);
         self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let w = driver::owner(conn);
         let cmd = Cmd::Own(Own::Start(Arc::clone(conn)));
         if self.workers[w].post(core, cmd).is_err() {
             warn!(
@@ -620,7 +624,13 @@ impl WorkerState {
 
     fn handle<P: Port>(&mut self, st: &mut NetStack<P>, cmd: Cmd) {
         match cmd {
-            Cmd::Own(Own::Start(conn)) => self.adopt(st, conn, None, BytesMut::new(), 0),
+            Cmd::Own(Own::Start(conn)) => {
+                // An accept may have reached the session first and moved it (with the
+                // socket it adopted) here or elsewhere: then it is already running.
+                if !self.by_id.contains_key(&conn.id()) && driver::owner(&conn) == self.idx {
+                    self.adopt(st, conn, None, BytesMut::new(), 0);
+                }
+            }
             Cmd::Own(Own::Capture(cap)) => {
                 let base = stack::pcap::TimeBase::from_system_clock(self.stack_now);
                 debug!(worker = self.idx, on = cap.is_some(), "packet capture");

@@ -216,10 +216,14 @@ impl Transport for Posix {
         Ok(())
     }
 
-    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+    fn assign(&self, conn: &Arc<ConnShared>) {
         let w = self.least_loaded();
         driver::set_owner(conn, w);
         self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
+        let w = driver::owner(conn);
         let cmd = Cmd::Own(Adopt {
             conn: Arc::clone(conn),
             sock: None,
@@ -518,6 +522,11 @@ impl Worker {
     }
 
     fn adopt(&mut self, conn: Arc<ConnShared>, sock: Option<Sock>, rx: BytesMut, gen: u64) {
+        if sock.is_none() && self.by_id.contains_key(&conn.id()) {
+            // The start of a new outgoing connection that an accept reached first (it
+            // adopted a socket for the session): already running.
+            return;
+        }
         if let Some(&t) = self.by_id.get(&conn.id()) {
             // The session takes over another socket (a replace): the old one goes.
             let e = self.conns.get_mut(&t).expect("by_id and conns agree");

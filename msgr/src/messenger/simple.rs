@@ -563,11 +563,14 @@ fn drop_socket(io: &SimpleIo, conn: &ConnShared) {
 
 fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
     core.deliver(conn, Event::Dial);
-    let (target, timeout) = {
+    // The transport generation the dial is for: an accept that makes the session adopt
+    // another socket meanwhile (a connection race the peer wins) moves it on.
+    let (target, timeout, dial_gen) = {
         let e = conn.engine();
         (
             e.peer_addr().and_then(|a| a.addr),
             core.config().options.ready_timeout,
+            conn.gen(),
         )
     };
     let now = core.now();
@@ -583,8 +586,12 @@ fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<Joi
             let sock = Arc::new(s);
             let gen = {
                 let mut e = conn.engine();
-                if e.phase() != crate::proto::Phase::Connecting || e.is_open() {
-                    // Replaced or marked down while we dialed. The writer spent its wakeup
+                if conn.gen() != dial_gen
+                    || e.phase() != crate::proto::Phase::Connecting
+                    || e.is_open()
+                {
+                    // Replaced (the session adopted another socket) or marked down while
+                    // we dialed. The writer spent its wakeup
                     // on this dial: have it look at the engine again (an adopted socket
                     // may have a reply to write).
                     drop(e);

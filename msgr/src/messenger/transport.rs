@@ -86,7 +86,11 @@ pub(crate) trait Transport: Send + Sync {
     fn bind(&self, core: &Arc<Core>, addr: SocketAddr) -> io::Result<SocketAddr>;
     /// Starts the transport's threads.
     fn start(&self, core: &Arc<Core>) -> io::Result<()>;
-    /// Takes charge of a new outgoing connection (its engine has a Dial pending).
+    /// Places a new outgoing connection (picks its worker) before anyone else can see it:
+    /// an accept that finds it in the registry must already know where it lives.
+    fn assign(&self, _conn: &Arc<ConnShared>) {}
+    /// Takes charge of a new outgoing connection (its engine has a Dial pending), placed by
+    /// [`Transport::assign`].
     fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>);
     /// Queues a message on a connection.
     fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError>;

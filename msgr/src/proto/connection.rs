@@ -1234,6 +1234,9 @@ impl Connection {
         self.peer_addr = new.peer_addr.or(self.peer_addr);
         self.socket_peer = new.socket_peer;
         self.peer_type = new.peer_type.or(self.peer_type);
+        // A session still dialing stops: the adopted transport is its transport now. A Dial
+        // the driver has not acted on yet would open a socket that replaces this one.
+        self.events.retain(|e| !matches!(e, Event::Dial));
         self.timers.stop_all();
         self.timers
             .set(Timer::Ready, now + self.cfg.options.ready_timeout);
@@ -1620,6 +1623,47 @@ mod tests {
         // An open lossless client redials at once after a fault, with connect_seq + 1.
         c.handle_transport_error(T, TransportError::Eof);
         assert_eq!(c.connect_seq(), 0);
+    }
+
+    /// Regression (connection_race_posix, about 1 run in 100): a session created by
+    /// `connect_to` is visible to accepts before its driver has acted on its Dial. When
+    /// the peer's connect arrives first and the session adopts that socket (a connection
+    /// race the peer wins), the stale Dial must go: a driver acting on it opened a new
+    /// socket that replaced the adopted one, the peer saw it close, and the session stayed
+    /// "replacing" — every retry got RETRY_GLOBAL until the ready timeout reset it, losing
+    /// what was queued.
+    #[test]
+    fn adopting_a_socket_cancels_a_dial_not_yet_acted_on() {
+        let me = EntityName::new(EntityType::OSD, 1);
+        let mut cfg = Config::new(me, "v1:127.0.0.1:6801/200".parse().unwrap());
+        cfg.policies.default = Policy::lossless_peer_reuse(0);
+        let cfg = Arc::new(cfg);
+        // The peer's address sorts below ours (nonce 1 < 200): its incoming connect wins.
+        let peer: EntityAddr = "v1:127.0.0.1:6800/1".parse().unwrap();
+        let mut out = Connection::connect(Arc::clone(&cfg), T, peer, EntityType::OSD, 3);
+        let mut new = Connection::accept(cfg, T, "127.0.0.1:40000".parse().unwrap(), 4);
+        let mut rx = BytesMut::from(&BANNER[..]);
+        rx.extend_from_slice(&peer.to_legacy());
+        let connect = ConnectRepr {
+            features: PACIFIC_ALL,
+            host_type: EntityType::OSD,
+            global_seq: 1,
+            connect_seq: 0,
+            protocol_version: 10,
+            authorizer_protocol: 0,
+            authorizer_len: 0,
+            flags: 0,
+        };
+        rx.extend_from_slice(&connect.emit());
+        new.handle_input(T, &mut rx).unwrap();
+        assert!(matches!(new.poll_event(), Some(Event::AcceptRequest)));
+        assert_eq!(
+            new.resolve_accept(T, Some(&mut out)),
+            AcceptOutcome::Adopted
+        );
+        while let Some(ev) = out.poll_event() {
+            assert!(!matches!(ev, Event::Dial), "a dial after the adopt");
+        }
     }
 
     /// Regression, found by the dpdk transport's link-fault tests (a cut link never timed
