@@ -213,6 +213,18 @@ impl ObjectStore {
     ///
     /// Only the shard holding `key` is locked, for the duration of the ops.
     pub fn execute(&self, key: &ObjectKey, ops: &[OsdOp], mtime: UTime, out: &mut [OsdOp]) -> i32 {
+        self.execute_versioned(key, ops, mtime, out).0
+    }
+
+    /// [`ObjectStore::execute`], also returning the object's version afterwards (0 if it
+    /// does not exist), for the reply's `user_version`: one lookup instead of a second one.
+    pub fn execute_versioned(
+        &self,
+        key: &ObjectKey,
+        ops: &[OsdOp],
+        mtime: UTime,
+        out: &mut [OsdOp],
+    ) -> (i32, u64) {
         debug_assert_eq!(ops.len(), out.len());
         let mtime = if mtime == UTime::default() {
             (self.clock)()
@@ -224,12 +236,14 @@ impl ObjectStore {
             // Read-only: no working copy, nothing to undo.
             let mut cur = shard.get(key).cloned();
             drop(shard);
-            return self.run(&mut cur, ops, mtime, out).0;
+            let version = cur.as_ref().map_or(0, |o| o.version);
+            return (self.run(&mut cur, ops, mtime, out).0, version);
         }
         // Take the object out (so that an unshared buffer can be mutated in place); keep the
-        // original only when a later op could fail after an earlier one wrote.
-        let mut cur = shard.get_mut(key).map(std::mem::take);
-        let existed = cur.is_some();
+        // original only when a later op could fail after an earlier one wrote. The slot is
+        // looked up once and written back in place.
+        let mut slot = shard.get_mut(key);
+        let mut cur = slot.as_deref_mut().map(std::mem::take);
         let base_version = cur.as_ref().map_or(0, |o| o.version);
         let undo = (ops.len() > 1).then(|| cur.clone());
         let (result, modified) = self.run(&mut cur, ops, mtime, out);
@@ -248,21 +262,18 @@ impl ObjectStore {
             }
             cur
         };
-        match (keep, existed) {
-            (Some(o), true) => {
-                if let Some(slot) = shard.get_mut(key) {
-                    *slot = o;
-                }
-            }
-            (Some(o), false) => {
+        let version = keep.as_ref().map_or(0, |o| o.version);
+        match (keep, slot.take()) {
+            (Some(o), Some(s)) => *s = o,
+            (Some(o), None) => {
                 shard.insert(key.clone(), o);
             }
-            (None, true) => {
+            (None, Some(_)) => {
                 shard.remove(key);
             }
-            (None, false) => {}
+            (None, None) => {}
         }
-        result
+        (result, version)
     }
 
     /// The op loop on a working copy. Returns the result and whether anything was written.
@@ -572,9 +583,9 @@ impl OsdDispatcher {
         }
         let key = ObjectKey::of(&req);
         let mut reply = MOSDOpReply::reply_to(&req, 0, self.epoch);
-        let result = self
-            .store
-            .execute(&key, &req.ops, req.mtime, &mut reply.ops);
+        let (result, version) =
+            self.store
+                .execute_versioned(&key, &req.ops, req.mtime, &mut reply.ops);
         reply.result = result;
         if result < 0 {
             inc(&c.op_err, 1);
@@ -583,14 +594,8 @@ impl OsdDispatcher {
                     o.data = Bytes::new();
                 }
             }
-        } else if let Some(obj) = req
-            .ops
-            .iter()
-            .any(|o| o.op.is_write())
-            .then(|| self.store.get(&key))
-            .flatten()
-        {
-            reply.user_version = obj.version;
+        } else if version > 0 && req.ops.iter().any(|o| o.op.is_write()) {
+            reply.user_version = version;
         }
         let out: u64 = reply.ops.iter().map(|o| o.data.len() as u64).sum();
         inc(&c.op_out_bytes, out);
