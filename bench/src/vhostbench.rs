@@ -204,7 +204,7 @@ impl<P: stack::Port> Handler<P> for Events {
     fn event(&mut self, _stack: &mut NetStack<P>, ev: StackEvent, _now: StackInstant) {
         match ev {
             StackEvent::Connected(c) => self.connected.push(c),
-            StackEvent::Closed(c) => self.closed.push(c),
+            StackEvent::Closed(c) | StackEvent::Refused(c) => self.closed.push(c),
             _ => {}
         }
     }
@@ -514,7 +514,7 @@ impl<P: stack::Port> Handler<P> for Serve {
                     self.sink.push(conn);
                 }
             }
-            StackEvent::Closed(c) => {
+            StackEvent::Closed(c) | StackEvent::Refused(c) => {
                 self.echo.retain(|(e, _)| *e != c);
                 self.sink.retain(|s| *s != c);
             }

@@ -297,6 +297,27 @@ fn dpdk_clients_reach_a_kernel_serve() {
         &format!("v1:{}:6800", lab.kernel_ip()),
         &["--transport", "posix"],
     );
+    // A port nobody listens on: the kernel resets the SYN, and the DPDK client says so
+    // at once (not after a handshake timeout).
+    let mut a = lab.dpdk_args("refused", 5);
+    a.extend(args(&[
+        "ping",
+        &format!("v1:{}:6801", lab.kernel_ip()),
+        "-c",
+        "1",
+        "-W",
+        "20",
+    ]));
+    let t0 = std::time::Instant::now();
+    let out = msgr(&exec, &a);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "refused only after {:?}",
+        t0.elapsed()
+    );
     // No nonce: the client learns the one the daemon announces.
     let addr = format!("v1:{}:6800", lab.kernel_ip());
     ping(&exec, &lab.dpdk_args("ping", 2), &addr, 3);

@@ -164,8 +164,12 @@ pub enum StackEvent {
     Readable(ConnId),
     /// Room opened up after a short [`NetStack::send`].
     Writable(ConnId),
-    /// The connection is gone (closed, reset, refused or timed out); the id is stale.
+    /// The connection is gone (closed, reset, or an outbound handshake that timed out); the
+    /// id is stale.
     Closed(ConnId),
+    /// An outbound connection was refused: the peer answered its SYN with a reset (a host
+    /// that is up, nothing listening on the port). Instead of `Closed`; the id is stale.
+    Refused(ConnId),
 }
 
 /// Errors of the application calls.
@@ -311,6 +315,10 @@ struct Conn {
     eof: bool,
     /// A `send` came up short: report `Writable` when room opens.
     want_write: bool,
+    /// When an outbound connection started (the stack's clock at its last poll).
+    started: Instant,
+    /// The application closed or reset it (so its end is no refusal).
+    by_us: bool,
 }
 
 struct Shard<F> {
@@ -652,6 +660,8 @@ pub struct NetStack<P: Port> {
     fwd: Option<Forwarding<P::Frame>>,
     /// Spare list for `after_poll`'s rebuild of a shard's connections.
     conn_scratch: Vec<u32>,
+    /// The time of the latest poll.
+    now: Instant,
 }
 
 impl<P: Port> NetStack<P> {
@@ -723,6 +733,7 @@ impl<P: Port> NetStack<P> {
             next_port,
             events: VecDeque::new(),
             rx_scratch: Vec::new(),
+            now,
             active: Vec::new(),
             timers: BTreeSet::new(),
             fwd: None,
@@ -925,6 +936,8 @@ impl<P: Port> NetStack<P> {
             readable: false,
             eof: false,
             want_write: false,
+            started: self.now,
+            by_us: false,
         }))
     }
 
@@ -1080,12 +1093,22 @@ impl<P: Port> NetStack<P> {
 
     /// Finishes sending (FIN after the queued bytes); `Closed` follows.
     pub fn close(&mut self, id: ConnId) -> Result<(), StackError> {
+        self.mark_by_us(id);
         self.with_socket(id, |s| s.close())
     }
 
     /// Resets the connection; `Closed` follows.
     pub fn abort(&mut self, id: ConnId) -> Result<(), StackError> {
+        self.mark_by_us(id);
         self.with_socket(id, |s| s.abort())
+    }
+
+    fn mark_by_us(&mut self, id: ConnId) {
+        if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
+            if c.gen == id.gen {
+                c.by_us = true;
+            }
+        }
     }
 
     /// Next event, if any.
@@ -1108,6 +1131,7 @@ impl<P: Port> NetStack<P> {
     /// One turn: receive a burst, feed the shards that have work, transmit. Returns whether
     /// anything happened (for the idle policy).
     pub fn poll(&mut self, now: Instant) -> bool {
+        self.now = now;
         let mut work = false;
         let mut frames = std::mem::take(&mut self.rx_scratch);
         let n = self.tx.port.rx_burst(&mut frames, self.cfg.rx_burst.max(1));
@@ -1385,6 +1409,8 @@ impl<P: Port> NetStack<P> {
                 readable: false,
                 eof: false,
                 want_write: false,
+                started: self.now,
+                by_us: false,
             });
         }
         // Connection changes.
@@ -1415,6 +1441,13 @@ impl<P: Port> NetStack<P> {
                         sh.half_open = sh.half_open.saturating_sub(1);
                         self.tx.stats.handshakes_dropped += 1;
                         self.events.push_back(StackEvent::Closed(id));
+                    }
+                    // A handshake that ends before its timeout, and not by our hand, was
+                    // reset by the peer (smoltcp does not say so itself).
+                    Phase::Connecting
+                        if !c.by_us && self.now < c.started + self.cfg.handshake_timeout =>
+                    {
+                        self.events.push_back(StackEvent::Refused(id));
                     }
                     Phase::Connecting | Phase::Open => {
                         self.events.push_back(StackEvent::Closed(id));

@@ -394,7 +394,7 @@ impl<P: stack::Port> Handler<P> for Node<'_> {
                     self.echo(stack, c);
                 }
             }
-            StackEvent::Closed(c) => {
+            StackEvent::Closed(c) | StackEvent::Refused(c) => {
                 if let Some(o) = self.outs.iter_mut().find(|o| o.conn == c && !o.done) {
                     o.done = true;
                     if o.closing && o.got == o.data {

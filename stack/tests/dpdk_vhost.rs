@@ -538,7 +538,7 @@ impl<P: stack::Port> Handler<P> for Echo {
                 assert_eq!(remote.addr, IpAddress::Ipv4(ip_a()));
                 self.conn = Some(conn);
             }
-            StackEvent::Closed(c) => {
+            StackEvent::Closed(c) | StackEvent::Refused(c) => {
                 assert_eq!(Some(c), self.conn, "closed: an unknown connection");
                 assert!(self.fin_sent, "the connection ended before B closed it");
                 self.closed = true;

@@ -208,10 +208,39 @@ fn handshake_echo_and_close() {
 fn connect_to_a_closed_port_is_refused() {
     let mut net = Net::new(LinkConfig::default(), |_| {});
     let c = net.a.connect(ep_b()).unwrap();
-    net.run_until(Duration::from_secs(5), |net| {
+    // The reset comes back in a round trip, long before the handshake timeout (3 s).
+    let took = net.run_until(Duration::from_secs(1), |net| {
+        net.ev_a.contains(&StackEvent::Refused(c))
+    });
+    assert!(took < Duration::from_millis(500), "refused after {took}");
+    assert!(!net.ev_a.contains(&StackEvent::Connected(c)));
+    assert!(
+        !net.ev_a.contains(&StackEvent::Closed(c)),
+        "Refused replaces Closed"
+    );
+}
+
+/// Nobody at the address (no ARP answer, no reset): the handshake times out, and that is
+/// `Closed`, not `Refused`; nor is a connect the application gives up on itself.
+#[test]
+fn a_handshake_that_times_out_or_is_abandoned_is_no_refusal() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    let nobody = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 77)), PORT);
+    let c = net.a.connect(nobody).unwrap();
+    let took = net.run_until(Duration::from_secs(10), |net| {
         net.ev_a.contains(&StackEvent::Closed(c))
     });
-    assert!(!net.ev_a.contains(&StackEvent::Connected(c)));
+    assert!(
+        took >= Duration::from_secs(3),
+        "closed after {took}: before the timeout"
+    );
+    assert!(!net.ev_a.contains(&StackEvent::Refused(c)));
+    let d = net.a.connect(ep_b()).unwrap();
+    net.a.abort(d).unwrap();
+    net.run_until(Duration::from_secs(1), |net| {
+        net.ev_a.contains(&StackEvent::Closed(d))
+    });
+    assert!(!net.ev_a.contains(&StackEvent::Refused(d)));
 }
 
 /// After `stop_listening` the port refuses (RST), and a handshake that was in progress
@@ -235,9 +264,11 @@ fn stop_listening_refuses_and_resets_handshakes() {
     assert_eq!(net.b.connections(), 1, "a handshake in progress at B");
     net.b.stop_listening();
     let later = net.a.connect(ep_b()).unwrap();
+    // `half` may have been established at A (then its reset is Closed) or not (Refused).
     net.run_until(Duration::from_secs(5), |net| {
-        net.ev_a.contains(&StackEvent::Closed(half))
-            && net.ev_a.contains(&StackEvent::Closed(later))
+        (net.ev_a.contains(&StackEvent::Closed(half))
+            || net.ev_a.contains(&StackEvent::Refused(half)))
+            && net.ev_a.contains(&StackEvent::Refused(later))
     });
     assert!(!net.ev_a.contains(&StackEvent::Connected(later)));
     assert_eq!(net.b.connections(), 0);

@@ -705,8 +705,9 @@ impl WorkerState {
         self.service(st, t, true);
     }
 
-    /// The stack reports a socket gone (reset, refused, timed out, or closed after us).
-    fn sock_closed<P: Port>(&mut self, st: &mut NetStack<P>, sock: ConnId) {
+    /// The stack reports a socket gone (reset, timed out, closed after us, or — `refused` —
+    /// an outbound connection the peer reset in its handshake).
+    fn sock_closed<P: Port>(&mut self, st: &mut NetStack<P>, sock: ConnId, refused: bool) {
         let Some(t) = self.by_sock.remove(&sock) else {
             return;
         };
@@ -717,12 +718,11 @@ impl WorkerState {
             return;
         }
         e.sock = None;
-        // The stack does not say why (a reset, or the handshake timed out): a failed
-        // connect is not called a refusal.
-        let kind = if e.connecting {
-            TransportError::ConnectFailed
-        } else {
-            TransportError::Io
+        let kind = match (e.connecting, refused) {
+            (true, true) => TransportError::Refused,
+            // The handshake timed out (unreachable, or a host gone).
+            (true, false) => TransportError::ConnectFailed,
+            (false, _) => TransportError::Io,
         };
         e.connecting = false;
         e.rx.clear();
@@ -1093,7 +1093,8 @@ impl<P: Port> Handler<P> for WorkerState {
                     self.service(st, t, false);
                 }
             }
-            StackEvent::Closed(s) => self.sock_closed(st, s),
+            StackEvent::Closed(s) => self.sock_closed(st, s, false),
+            StackEvent::Refused(s) => self.sock_closed(st, s, true),
         }
     }
 
