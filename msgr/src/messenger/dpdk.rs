@@ -157,7 +157,7 @@ pub(crate) struct Dpdk {
     /// Taken by `start` (`None` after, or when the builder was given none).
     cfg: Mutex<Option<UserspaceConfig>>,
     ip: Ipv4Addr,
-    workers: Vec<Arc<WorkerShared>>,
+    workers: driver::WorkerSet<Own>,
     listen: Mutex<Option<u16>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     started: AtomicBool,
@@ -175,25 +175,17 @@ impl Dpdk {
             Some(Backend::Dpdk(d)) => usize::from(d.workers.max(1)),
             _ => 1,
         };
-        let workers = (0..n)
-            .map(|_| Arc::new(Mailbox::new(QUEUE_DEPTH)))
-            .collect();
         Self {
             reports: (0..n)
                 .map(|_| Arc::new(Mutex::new(serde_json::Value::Null)))
                 .collect(),
             ip: cfg.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |c| c.ip),
             cfg: Mutex::new(cfg),
-            workers,
+            workers: driver::WorkerSet::new(n, QUEUE_DEPTH),
             listen: Mutex::new(None),
             thread: Mutex::new(None),
             started: AtomicBool::new(false),
         }
-    }
-
-    /// Queues a command for worker `w` (dropped, and counted, if its queue stays full).
-    fn post(&self, core: &Arc<Core>, w: usize, cmd: Cmd) {
-        let _ = self.workers[w].post(core, cmd);
     }
 }
 
@@ -246,7 +238,7 @@ impl Transport for Dpdk {
             .iter()
             .enumerate()
             .map(|(i, ws)| Body {
-                state: WorkerState::new(i, Arc::clone(core), Arc::clone(ws), self.workers.clone()),
+                state: WorkerState::new(i, Arc::clone(core), Arc::clone(ws), self.workers.to_vec()),
                 listen,
                 report: Arc::clone(&self.reports[i]),
             })
@@ -271,45 +263,31 @@ impl Transport for Dpdk {
     }
 
     fn assign(&self, conn: &Arc<ConnShared>) {
-        let w = (0..self.workers.len())
-            .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        driver::set_owner(conn, w);
-        self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+        self.workers.assign(conn);
     }
 
     fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        let w = driver::owner(conn);
-        let cmd = Cmd::Own(Own::Start(Arc::clone(conn)));
-        if self.workers[w].post(core, cmd).is_err() {
-            warn!(
-                conn = conn.id(),
-                "worker queue full: connection not started"
-            );
-        }
+        self.workers
+            .start(core, conn, Cmd::Own(Own::Start(Arc::clone(conn))));
     }
 
     fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
         // From a fast-dispatch callback on the owning lcore: onto the engine now, written
         // when the callback returns, in this turn.
-        let w = driver::owner(conn);
-        driver::send(core, conn, w, &self.workers[w], m)
+        self.workers.send(core, conn, m)
     }
 
     fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        self.post(core, driver::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+        self.workers.keepalive(core, conn);
     }
 
     fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
-            self.post(core, driver::owner(conn), Cmd::Closed(Arc::clone(conn)));
-        }
+        self.workers
+            .closed(core, conn, self.started.load(Ordering::Acquire));
     }
 
     fn shutdown(&self, core: &Arc<Core>) {
-        for w in 0..self.workers.len() {
-            self.post(core, w, Cmd::Shutdown);
-        }
+        self.workers.shutdown(core);
     }
 
     fn join(&self) {

@@ -224,6 +224,84 @@ impl<A: Orphan> Mailbox<A> {
     }
 }
 
+/// The workers of a posix or dpdk transport as the core reaches them: their mailboxes, the
+/// placement of new connections (least loaded), and the `Transport` calls the two share.
+/// Derefs to the mailboxes.
+pub(crate) struct WorkerSet<A: Orphan>(Vec<Arc<Mailbox<A>>>);
+
+impl<A: Orphan> std::ops::Deref for WorkerSet<A> {
+    type Target = [Arc<Mailbox<A>>];
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl<A: Orphan> WorkerSet<A> {
+    /// `n` workers (at least one), each with a queue of `depth` commands.
+    pub(crate) fn new(n: usize, depth: usize) -> Self {
+        Self(
+            (0..n.max(1))
+                .map(|_| Arc::new(Mailbox::new(depth)))
+                .collect(),
+        )
+    }
+
+    /// `Transport::assign`: the least loaded worker takes the connection.
+    pub(crate) fn assign(&self, conn: &ConnShared) {
+        let w = (0..self.len())
+            .min_by_key(|&i| self[i].load.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        set_owner(conn, w);
+        self[w].load.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Queues `cmd` for worker `w` (dropped, and counted, if its queue stays full).
+    pub(crate) fn post(&self, core: &Core, w: usize, cmd: Cmd<A>) {
+        let _ = self[w].post(core, cmd);
+    }
+
+    /// `Transport::connect`: `start` (the transport's own command) to the owner.
+    pub(crate) fn start(&self, core: &Core, conn: &ConnShared, start: Cmd<A>) {
+        if self[owner(conn)].post(core, start).is_err() {
+            tracing::warn!(
+                conn = conn.id(),
+                "worker queue full: connection not started"
+            );
+        }
+    }
+
+    /// `Transport::send`.
+    pub(crate) fn send(
+        &self,
+        core: &Arc<Core>,
+        conn: &Arc<ConnShared>,
+        m: Message,
+    ) -> Result<(), SendError> {
+        let w = owner(conn);
+        send(core, conn, w, &self[w], m)
+    }
+
+    /// `Transport::keepalive`.
+    pub(crate) fn keepalive(&self, core: &Core, conn: &Arc<ConnShared>) {
+        self.post(core, owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+    }
+
+    /// `Transport::closed` (`started`: the transport's workers ran at all).
+    pub(crate) fn closed(&self, core: &Core, conn: &Arc<ConnShared>, started: bool) {
+        if !core.stopping.load(Ordering::Acquire) || started {
+            self.post(core, owner(conn), Cmd::Closed(Arc::clone(conn)));
+        }
+    }
+
+    /// `Transport::shutdown`: every worker stops.
+    pub(crate) fn shutdown(&self, core: &Core) {
+        for w in 0..self.len() {
+            self.post(core, w, Cmd::Shutdown);
+        }
+    }
+}
+
 /// `Transport::send` of a worker transport: straight onto the engine from a callback on
 /// the owning worker (written when the callback returns), else through the owner's queue.
 pub(crate) fn send<A: Orphan>(

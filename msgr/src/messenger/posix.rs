@@ -124,7 +124,7 @@ type Cmd = driver::Cmd<Adopt>;
 type WorkerShared = Mailbox<Adopt>;
 
 pub(crate) struct Posix {
-    workers: Vec<Arc<WorkerShared>>,
+    workers: driver::WorkerSet<Adopt>,
     listener: Mutex<Option<std::net::TcpListener>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     started: AtomicBool,
@@ -132,26 +132,12 @@ pub(crate) struct Posix {
 
 impl Posix {
     pub(crate) fn new(workers: usize) -> Self {
-        let workers = (0..workers.max(1))
-            .map(|_| Arc::new(Mailbox::new(QUEUE_DEPTH)))
-            .collect();
         Self {
-            workers,
+            workers: driver::WorkerSet::new(workers, QUEUE_DEPTH),
             listener: Mutex::new(None),
             threads: Mutex::new(Vec::new()),
             started: AtomicBool::new(false),
         }
-    }
-
-    fn least_loaded(&self) -> usize {
-        (0..self.workers.len())
-            .min_by_key(|&i| self.workers[i].load.load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    /// Queues a command for worker `w` (dropped, and counted, if its queue stays full).
-    fn post(&self, core: &Arc<Core>, w: usize, cmd: Cmd) {
-        let _ = self.workers[w].post(core, cmd);
     }
 }
 
@@ -193,7 +179,7 @@ impl Transport for Posix {
                 poll,
                 core: Arc::clone(core),
                 me: Arc::clone(ws),
-                peers: self.workers.clone(),
+                peers: self.workers.to_vec(),
                 listener: l,
                 conns: IdMap::default(),
                 scratch: vec![0; READ_CHUNK],
@@ -217,46 +203,34 @@ impl Transport for Posix {
     }
 
     fn assign(&self, conn: &Arc<ConnShared>) {
-        let w = self.least_loaded();
-        driver::set_owner(conn, w);
-        self.workers[w].load.fetch_add(1, Ordering::Relaxed);
+        self.workers.assign(conn);
     }
 
     fn connect(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        let w = driver::owner(conn);
-        let cmd = Cmd::Own(Adopt {
+        let start = Cmd::Own(Adopt {
             conn: Arc::clone(conn),
             sock: None,
             rx: BytesMut::new(),
             gen: conn.gen(),
         });
-        if self.workers[w].post(core, cmd).is_err() {
-            warn!(
-                conn = conn.id(),
-                "worker queue full: connection not started"
-            );
-        }
+        self.workers.start(core, conn, start);
     }
 
     fn send(&self, core: &Arc<Core>, conn: &Arc<ConnShared>, m: Message) -> Result<(), SendError> {
-        let w = driver::owner(conn);
-        driver::send(core, conn, w, &self.workers[w], m)
+        self.workers.send(core, conn, m)
     }
 
     fn keepalive(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        self.post(core, driver::owner(conn), Cmd::Keepalive(Arc::clone(conn)));
+        self.workers.keepalive(core, conn);
     }
 
     fn closed(&self, core: &Arc<Core>, conn: &Arc<ConnShared>) {
-        if !core.stopping.load(Ordering::Acquire) || self.started.load(Ordering::Acquire) {
-            self.post(core, driver::owner(conn), Cmd::Closed(Arc::clone(conn)));
-        }
+        self.workers
+            .closed(core, conn, self.started.load(Ordering::Acquire));
     }
 
     fn shutdown(&self, core: &Arc<Core>) {
-        for w in 0..self.workers.len() {
-            self.post(core, w, Cmd::Shutdown);
-        }
+        self.workers.shutdown(core);
     }
 
     fn join(&self) {
