@@ -811,7 +811,7 @@ fn markdown_during_dispatch(kind: TransportKind) {
                     break;
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(10));
         }
         assert!(
             ok,
