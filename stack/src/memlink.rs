@@ -407,6 +407,8 @@ struct Queued {
 struct SwitchInner {
     inboxes: Vec<VecDeque<Queued>>,
     down: Vec<bool>,
+    /// Frames sent by each port.
+    sent_by: Vec<u64>,
     macs: Vec<([u8; 6], usize)>,
     capacity: usize,
     loss_ppm: u32,
@@ -438,6 +440,7 @@ impl Switch {
         Self(Arc::new(Mutex::new(SwitchInner {
             inboxes: Vec::new(),
             down: Vec::new(),
+            sent_by: Vec::new(),
             macs: Vec::new(),
             capacity: capacity.max(1),
             loss_ppm: 0,
@@ -458,6 +461,7 @@ impl Switch {
         let mut g = self.lock();
         g.inboxes.push(VecDeque::new());
         g.down.push(false);
+        g.sent_by.push(0);
         SwitchPort {
             switch: self.clone(),
             me: g.inboxes.len() - 1,
@@ -505,6 +509,11 @@ impl Switch {
     pub fn stats(&self) -> SwitchStats {
         self.lock().stats
     }
+
+    /// Frames port `port` has sent (0 for a port that does not exist).
+    pub fn sent_by(&self, port: usize) -> u64 {
+        self.lock().sent_by.get(port).copied().unwrap_or(0)
+    }
 }
 
 /// The switch's clock. The switch runs in real time, and its ports are its driver edge:
@@ -541,6 +550,7 @@ impl SwitchInner {
     /// A frame leaves port `from` at `now`.
     fn transmit(&mut self, from: usize, f: Vec<u8>, now: RealInstant) {
         self.stats.sent += 1;
+        self.sent_by[from] += 1;
         if self.down[from] || f.len() < ETH_HLEN {
             self.stats.dropped += 1;
             return;

@@ -160,6 +160,11 @@ pub struct WorkerStats {
     pub turns: u64,
     /// Turns that found something to do.
     pub busy_turns: u64,
+    /// Microseconds spent in turns that found something to do (by the worker's clock; a
+    /// turn shorter than its resolution counts on average what it took): against the
+    /// time the worker ran, how loaded it is, which a busy-polling worker's CPU time
+    /// cannot tell.
+    pub busy_us: u64,
     pub yields: u64,
     pub sleeps: u64,
 }
@@ -197,6 +202,15 @@ impl<P: Port, H: Handler<P>, C: Clock> Worker<P, H, C> {
     /// One turn; returns whether it found anything to do.
     pub fn turn(&mut self) -> bool {
         let now = self.clock.now();
+        let work = self.turn_at(now);
+        if work {
+            let end = self.clock.now();
+            self.stats.busy_us += (end - now).total_micros();
+        }
+        work
+    }
+
+    fn turn_at(&mut self, now: Instant) -> bool {
         let mut work = self.stack.poll(now);
         let mut app = false;
         while let Some(ev) = self.stack.next_event() {

@@ -118,9 +118,14 @@ fn echo_run(policy: IdlePolicy, round_trips: usize, size: usize) -> stack::worke
                 w.step();
             }
             let after = w.stats();
+            assert!(
+                before.busy_us > 0,
+                "the echoes kept the server busy for some time: {before:?}"
+            );
             stack::worker::WorkerStats {
                 turns: after.turns - before.turns,
                 busy_turns: after.busy_turns - before.busy_turns,
+                busy_us: after.busy_us - before.busy_us,
                 yields: after.yields - before.yields,
                 sleeps: after.sleeps - before.sleeps,
             }
@@ -160,7 +165,7 @@ fn echo_under_every_idle_policy() {
         let idle = echo_run(policy, 300, 1000);
         eprintln!("{policy:?}: idle 200 ms -> {idle:?}");
         assert!(
-            idle.busy_turns < 10,
+            idle.busy_turns < 10 && idle.busy_us < 20_000,
             "{policy:?}: next to nothing to do while idle: {idle:?}"
         );
         if let IdlePolicy::Sleep { .. } = policy {
