@@ -13,8 +13,11 @@
 //! with `--link vhost`, two processes over DPDK vhost-user, one worker each) and `testpmd`
 //! (the raw-link ceiling on that same link).
 //!
-//! `bench all` runs everything and prints one table. The full side-by-side benchmark with
-//! the DPDK path, plots and sweeps is issue 6's.
+//! `osd` (issue 6, started): the OSD workload (`msgr serve` + `msgr load` processes) over
+//! dpdk, posix and simple, a sweep of object sizes and ops in flight (`osdbench`).
+//!
+//! `bench all` runs the loopback paths and prints one table; plots, and one command for
+//! every path, are issue 6's.
 #![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
 
 use std::path::PathBuf;
@@ -41,6 +44,7 @@ macro_rules! out {
 }
 
 mod dpdklink;
+mod osdbench;
 mod stackbench;
 mod testpmd;
 mod vhostbench;
@@ -168,6 +172,42 @@ enum Cmd {
         #[arg(long, value_enum)]
         checksum_offload: OnOff,
     },
+    /// The OSD workload (`msgr serve` + `msgr load`) over dpdk, posix and simple, side by side.
+    ///
+    /// Each path runs a real server and a real client process, one CPU each: dpdk on a
+    /// vhost-user pair (root), posix and simple on loopback pinned with taskset. For every
+    /// object size and ops-in-flight: write_full ops then verified reads; ops/s, MB/s,
+    /// latency percentiles, CPU per op; a markdown table of medians with ratios against
+    /// posix, and every run as CSV (--csv). Exit status 1 if a path failed, with why.
+    Osd {
+        /// Paths to run (comma-separated).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "dpdk,posix,simple"
+        )]
+        paths: Vec<osdbench::Path3>,
+        /// Object sizes in bytes (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0,64,4096,65536,4194304")]
+        sizes: Vec<u64>,
+        /// Ops in flight (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,16,128",
+              value_parser = clap::value_parser!(u32).range(1..=4096))]
+        in_flight: Vec<u32>,
+        /// Rounds; the paths take turns within each.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: u32,
+        /// Multiplies every op count (each run is about a second at 1; 0.02 for a smoke run).
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Write every run to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// The msgr program [default: the one beside bench].
+        #[arg(long)]
+        msgr: Option<PathBuf>,
+    },
     /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
         /// Seconds per measurement.
@@ -252,6 +292,31 @@ fn main() -> ExitCode {
             checksum_offload,
         } => vhostbench::peer_main(&socket, cpu, idle, watchdog, checksum_offload == OnOff::On),
         Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
+        Cmd::Osd {
+            paths,
+            sizes,
+            in_flight,
+            rounds,
+            scale,
+            csv,
+            msgr,
+        } => {
+            if !(scale > 0.0 && scale <= 100.0) {
+                Err(format!("--scale {scale}: must be above 0 and at most 100"))
+            } else if sizes.iter().any(|&s| s > 64 << 20) {
+                Err("--sizes: at most 64 MiB (msgr load's limit)".into())
+            } else {
+                osdbench::run(osdbench::Plan {
+                    paths,
+                    sizes,
+                    depths: in_flight,
+                    rounds,
+                    scale,
+                    csv,
+                    msgr,
+                })
+            }
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,7 @@ pub mod features;
 pub mod messenger;
 pub mod msg;
 pub mod osd;
+pub mod procstat;
 pub mod proto;
 pub mod time;
 pub mod wire;

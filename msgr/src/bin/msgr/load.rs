@@ -72,6 +72,9 @@ struct Phase {
     ops: u64,
     bytes: u64,
     elapsed: Duration,
+    /// CPU time this process used over the phase (user + system, all threads), if the
+    /// system tells it.
+    cpu: Option<Duration>,
     /// Per-op latency, sorted.
     lat: Vec<Duration>,
 }
@@ -101,6 +104,7 @@ impl Phase {
             "seconds": self.elapsed.as_secs_f64(),
             "ops_per_sec": self.ops_per_sec(),
             "mb_per_sec": self.mb_per_sec(),
+            "cpu_seconds": self.cpu.map(|d| d.as_secs_f64()),
             "lat_us": {
                 "p50": us(self.pct(50.0)),
                 "p99": us(self.pct(99.0)),
@@ -389,6 +393,7 @@ impl Run<'_> {
         let p = Arc::clone(&pipe);
         self.c
             .set_handler(Some(Arc::new(move |m: Incoming| p.on_message(m, depth))));
+        let cpu0 = msgr::procstat::cpu_time(None);
         let t0 = Instant::now();
         let mut st = pipe.st.lock().unwrap_or_else(|e| e.into_inner());
         st.fill(depth);
@@ -416,6 +421,9 @@ impl Run<'_> {
             }
         }
         let elapsed = t0.elapsed();
+        let cpu = msgr::procstat::cpu_time(None)
+            .zip(cpu0)
+            .map(|(b, a)| b.saturating_sub(a));
         self.tid = st.tid;
         let error = st.error.take();
         let mut lat = std::mem::take(&mut st.lat);
@@ -431,6 +439,7 @@ impl Run<'_> {
             ops: n,
             bytes,
             elapsed,
+            cpu,
             lat,
         })
     }

@@ -1,0 +1,687 @@
+//! `bench osd`: the OSD workload over every transport, side by side, on one machine.
+//!
+//! Each path is a real `msgr serve` (the OSD-like daemon) and a real `msgr load` (pipelined
+//! write_full ops, then reads checked byte for byte), in two processes, one CPU each:
+//! - `dpdk`: the userspace stack on a DPDK vhost-user pair (server on `net_vhost`, client on
+//!   `net_virtio_user`), one busy-polling worker per side;
+//! - `posix` and `simple`: the kernel's TCP over loopback, pinned with `taskset`.
+//!
+//! Rounds interleave the paths (a shared machine drifts; a path run only at the start or the
+//! end would meet another machine); the table reports each figure's median over the rounds
+//! and the ratio of medians against posix, the CSV every single run. Per op it also reports
+//! CPU time: the server's (from /proc, over the run's write and read phases), the client's
+//! (what `msgr load` measured of itself per phase) and, for dpdk, the server worker's busy
+//! time (`perf dump`: time in loop turns that found work; a busy poller's CPU time is its
+//! wall time).
+#![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::ValueEnum;
+use serde_json::Value;
+
+use crate::dpdklink::{Cpus, RuntimeDir, TempDir};
+
+/// A messenger path under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub(crate) enum Path3 {
+    /// The userspace TCP/IP stack on DPDK (vhost-user pair).
+    Dpdk,
+    /// Kernel TCP, epoll workers.
+    Posix,
+    /// Kernel TCP, a thread per connection.
+    Simple,
+}
+
+impl Path3 {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Dpdk => "dpdk",
+            Self::Posix => "posix",
+            Self::Simple => "simple",
+        }
+    }
+}
+
+/// What `bench osd` runs.
+pub(crate) struct Plan {
+    pub(crate) paths: Vec<Path3>,
+    pub(crate) sizes: Vec<u64>,
+    pub(crate) depths: Vec<u32>,
+    pub(crate) rounds: u32,
+    /// Multiplies every op count (0.05 for a smoke run).
+    pub(crate) scale: f64,
+    pub(crate) csv: Option<PathBuf>,
+    /// The `msgr` program (default: beside this one).
+    pub(crate) msgr: Option<PathBuf>,
+}
+
+/// Ops per phase for a workload: about a second on this kind of machine, scaled.
+pub(crate) fn ops_for(size: u64, depth: u32, scale: f64) -> u64 {
+    let base = if size >= 64 * 1024 {
+        // ~1.5 GB per phase.
+        (1_500_000_000 / size).max(50)
+    } else if depth <= 1 {
+        30_000
+    } else {
+        200_000
+    };
+    let floor = u64::from(depth).max(1) * 2;
+    ((base as f64 * scale) as u64).max(floor).max(20)
+}
+
+/// Distinct objects: the store holds at most 256 MiB, at most 1,024 names.
+pub(crate) fn objects_for(size: u64, ops: u64) -> u64 {
+    (256 * 1024 * 1024 / size.max(1)).clamp(1, 1024).min(ops)
+}
+
+/// One phase of one run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Point {
+    pub(crate) ops: u64,
+    pub(crate) seconds: f64,
+    pub(crate) ops_per_sec: f64,
+    pub(crate) mb_per_sec: f64,
+    pub(crate) p50_us: f64,
+    pub(crate) p99_us: f64,
+    pub(crate) p999_us: f64,
+    pub(crate) client_cpu_us_per_op: Option<f64>,
+    pub(crate) server_cpu_us_per_op: Option<f64>,
+    pub(crate) server_busy_us_per_op: Option<f64>,
+}
+
+/// A phase of `msgr load`, in the order it runs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Phase {
+    Write,
+    Read,
+}
+
+impl Phase {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Write => "write",
+            Self::Read => "read",
+        }
+    }
+}
+
+/// Key of a table row: size, depth, phase, path.
+type Key = (u64, u32, Phase, Path3);
+
+/// The phases of `msgr load --json` output.
+pub(crate) fn parse_load(json: &str) -> Result<Vec<(Phase, Point)>, String> {
+    let v: Value =
+        serde_json::from_str(json.trim()).map_err(|e| format!("bad JSON from msgr load: {e}"))?;
+    let mut out = Vec::new();
+    for ph in [Phase::Write, Phase::Read] {
+        let phase = ph.name();
+        let p = &v[phase];
+        let num = |k: &str| {
+            p[k].as_f64()
+                .ok_or_else(|| format!("msgr load: no {phase}.{k}"))
+        };
+        let lat = |k: &str| {
+            p["lat_us"][k]
+                .as_f64()
+                .ok_or_else(|| format!("msgr load: no {phase}.lat_us.{k}"))
+        };
+        let ops = num("ops")? as u64;
+        out.push((
+            ph,
+            Point {
+                ops,
+                seconds: num("seconds")?,
+                ops_per_sec: num("ops_per_sec")?,
+                mb_per_sec: num("mb_per_sec")?,
+                p50_us: lat("p50")?,
+                p99_us: lat("p99")?,
+                p999_us: lat("p999")?,
+                client_cpu_us_per_op: p["cpu_seconds"]
+                    .as_f64()
+                    .map(|s| s * 1e6 / ops.max(1) as f64),
+                ..Point::default()
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// The workers' busy time in a `perf dump`, summed (microseconds).
+pub(crate) fn busy_us(dump: &Value) -> Option<u64> {
+    let workers = dump["dpdk"]["workers"].as_array()?;
+    workers.iter().map(|w| w["busy_us"].as_u64()).sum()
+}
+
+/// A running `msgr serve`, stopped (admin shutdown, then kill) on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    asok: PathBuf,
+    msgr: PathBuf,
+    _runtime: Option<RuntimeDir>,
+}
+
+impl Server {
+    fn perf_dump(&self) -> Option<Value> {
+        let out = Command::new(&self.msgr)
+            .arg("admin")
+            .arg(&self.asok)
+            .args(["perf", "dump"])
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.msgr)
+            .arg("admin")
+            .arg(&self.asok)
+            .arg("shutdown")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const EAL: &str = "--no-huge -m 1024 --no-pci --no-telemetry";
+const SERVER_IP: &str = "10.78.0.1";
+
+/// Where the processes of a path run.
+struct Setup<'a> {
+    msgr: &'a Path,
+    dir: &'a Path,
+    cpus: Cpus,
+    tag: String,
+}
+
+impl Setup<'_> {
+    /// `msgr [global args]` for one side of a path; pinned with taskset on the kernel paths.
+    fn command(&self, path: Path3, server: bool, prefix: &str) -> Command {
+        let cpu = if server { self.cpus.a } else { self.cpus.b };
+        let mut c = match path {
+            Path3::Dpdk => {
+                let vdev = if server {
+                    format!(
+                        "--vdev=net_vhost0,iface={},client=1,queues=1",
+                        self.dir.join("vh.sock").display()
+                    )
+                } else {
+                    format!(
+                        "--vdev=net_virtio_user0,path={},server=1,queues=1",
+                        self.dir.join("vh.sock").display()
+                    )
+                };
+                let mut c = Command::new(self.msgr);
+                let idle = if self.cpus.shared() {
+                    "yield:0"
+                } else {
+                    "busy"
+                };
+                c.args(["--transport", "dpdk", "--idle", idle, "--eal"])
+                    .arg(format!(
+                        "{EAL} --file-prefix {prefix} --lcores 0@{cpu} {vdev}"
+                    ))
+                    .arg("--ip")
+                    .arg(if server {
+                        format!("{SERVER_IP}/24")
+                    } else {
+                        "10.78.0.2/24".to_owned()
+                    });
+                c
+            }
+            Path3::Posix | Path3::Simple => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()])
+                    .arg(self.msgr)
+                    .args(["--transport", path.name()]);
+                c
+            }
+        };
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn start_server(&self, path: Path3) -> Result<Server, String> {
+        let prefix = format!("{}-s", self.tag);
+        let asok = self.dir.join(format!("{}.asok", path.name()));
+        let _ = std::fs::remove_file(self.dir.join("vh.sock"));
+        let bind = match path {
+            Path3::Dpdk => format!("v1:{SERVER_IP}:6800"),
+            _ => "v1:127.0.0.1:0".to_owned(),
+        };
+        let mut c = self.command(path, true, &prefix);
+        c.args([
+            "serve",
+            "--workers",
+            "1",
+            "--run-for",
+            "86400",
+            "--bind",
+            &bind,
+        ])
+        .arg("--admin-socket")
+        .arg(&asok)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", self.msgr.display()))?;
+        let runtime = (path == Path3::Dpdk).then(|| RuntimeDir::new(&prefix));
+        // The first line says where it listens: "listening on v1:IP:PORT/NONCE".
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        let addr = line.split_whitespace().nth(2).unwrap_or("").to_owned();
+        if addr.is_empty() {
+            let _ = child.kill();
+            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "{} server did not start: {}",
+                path.name(),
+                last_line(&out.stderr)
+            ));
+        }
+        Ok(Server {
+            child,
+            addr,
+            asok,
+            msgr: self.msgr.to_owned(),
+            _runtime: runtime,
+        })
+    }
+
+    /// One `msgr load` run against `srv`: its phases, with the server's CPU per op.
+    fn load(
+        &self,
+        path: Path3,
+        srv: &Server,
+        size: u64,
+        depth: u32,
+        ops: u64,
+        n: usize,
+    ) -> Result<Vec<(Phase, Point)>, String> {
+        let prefix = format!("{}-c{n}", self.tag);
+        let _runtime = (path == Path3::Dpdk).then(|| RuntimeDir::new(&prefix));
+        let cpu0 = msgr::procstat::cpu_time(Some(srv.child.id()));
+        let busy0 = srv.perf_dump().as_ref().and_then(busy_us);
+        let out = self
+            .command(path, false, &prefix)
+            .args(["load", &srv.addr, "--json", "--timeout", "30"])
+            .args(["--ops", &ops.to_string(), "--size", &size.to_string()])
+            .args(["--in-flight", &depth.to_string()])
+            .args(["--objects", &objects_for(size, ops).to_string()])
+            .output()
+            .map_err(|e| format!("cannot run msgr load: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("msgr load failed: {}", last_line(&out.stderr)));
+        }
+        let mut phases = parse_load(&String::from_utf8_lossy(&out.stdout))?;
+        let all_ops: u64 = phases.iter().map(|(_, p)| p.ops).sum::<u64>().max(1);
+        let cpu = msgr::procstat::cpu_time(Some(srv.child.id()))
+            .zip(cpu0)
+            .map(|(b, a)| b.saturating_sub(a).as_secs_f64() * 1e6 / all_ops as f64);
+        let busy = srv
+            .perf_dump()
+            .as_ref()
+            .and_then(busy_us)
+            .zip(busy0)
+            .map(|(b, a)| b.saturating_sub(a) as f64 / all_ops as f64);
+        for (_, p) in &mut phases {
+            p.server_cpu_us_per_op = cpu;
+            p.server_busy_us_per_op = busy;
+        }
+        Ok(phases)
+    }
+}
+
+/// The last non-empty line a process wrote (its error, for the msgr programs).
+fn last_line(output: &[u8]) -> String {
+    String::from_utf8_lossy(output)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// The `msgr` program beside this one (cargo builds them into the same directory).
+fn find_msgr(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let p = me.with_file_name("msgr");
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "no msgr program at {} (build it: cargo build --release -p msgr; or give --msgr)",
+            p.display()
+        ))
+    }
+}
+
+/// Why a path cannot run here, before trying it.
+fn precheck(path: Path3) -> Option<String> {
+    match path {
+        Path3::Dpdk if !is_root() => Some("needs root (DPDK's runtime directory)".into()),
+        Path3::Posix | Path3::Simple
+            if Command::new("taskset")
+                .arg("-V")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_err() =>
+        {
+            Some("needs taskset (util-linux) to pin the two sides".into())
+        }
+        _ => None,
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+pub(crate) fn run(plan: Plan) -> Result<(), String> {
+    let msgr = find_msgr(plan.msgr.clone())?;
+    let cpus = Cpus::pick();
+    let dir = TempDir::create("osd")?;
+    let setup = Setup {
+        msgr: &msgr,
+        dir: &dir.path,
+        cpus,
+        tag: format!("msgr-bosd{}", std::process::id()),
+    };
+    let mut failed: BTreeMap<Path3, String> = BTreeMap::new();
+    for &p in &plan.paths {
+        if let Some(why) = precheck(p) {
+            failed.insert(p, why);
+        }
+    }
+    let mut points: BTreeMap<Key, Vec<Point>> = BTreeMap::new();
+    let mut csv = String::from(
+        "round,path,size,in_flight,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
+         p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op\n",
+    );
+    let runs = plan.sizes.len() * plan.depths.len();
+    let mut n = 0;
+    for round in 1..=plan.rounds {
+        for &path in &plan.paths {
+            if failed.contains_key(&path) {
+                continue;
+            }
+            eprintln!(
+                "bench: round {round}/{}: {} server on CPU {}, client on CPU {}",
+                plan.rounds,
+                path.name(),
+                cpus.a,
+                cpus.b
+            );
+            let srv = match setup.start_server(path) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    failed.insert(path, e);
+                    continue;
+                }
+            };
+            let mut i = 0;
+            'work: for &size in &plan.sizes {
+                for &depth in &plan.depths {
+                    i += 1;
+                    n += 1;
+                    let ops = ops_for(size, depth, plan.scale);
+                    eprintln!(
+                        "bench:   [{i}/{runs}] {}: {ops} ops of {} in flight {depth}",
+                        path.name(),
+                        size_label(size)
+                    );
+                    match setup.load(path, &srv, size, depth, ops, n) {
+                        Ok(phases) => {
+                            for (phase, p) in phases {
+                                let _ = writeln!(
+                                    csv,
+                                    "{}",
+                                    csv_line(round, path, size, depth, phase, &p)
+                                );
+                                points
+                                    .entry((size, depth, phase, path))
+                                    .or_default()
+                                    .push(p);
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("bench: {}: {e}", path.name());
+                            failed.insert(path, e);
+                            break 'work;
+                        }
+                    }
+                }
+            }
+            drop(srv);
+        }
+    }
+    if let Some(f) = &plan.csv {
+        std::fs::write(f, &csv).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
+        eprintln!("bench: every run in {}", f.display());
+    }
+    out!(
+        "machine: {} CPUs allowed; server on CPU {}, client on CPU {}{}; {} interleaved rounds; \
+         figures are medians over the rounds, 'vs posix' the ratio of medians (ops/s)",
+        crate::dpdklink::allowed_cpus().len(),
+        cpus.a,
+        cpus.b,
+        if cpus.shared() {
+            " (one CPU: both sides share it, dpdk workers yield)"
+        } else {
+            ""
+        },
+        plan.rounds
+    );
+    out!("{}", table(&points));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        let why: Vec<String> = failed
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.name()))
+            .collect();
+        Err(format!("paths that failed: {}", why.join("; ")))
+    }
+}
+
+fn csv_line(round: u32, path: Path3, size: u64, depth: u32, phase: Phase, p: &Point) -> String {
+    let opt = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
+    format!(
+        "{round},{},{size},{depth},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{}",
+        path.name(),
+        phase.name(),
+        p.ops,
+        p.seconds,
+        p.ops_per_sec,
+        p.mb_per_sec,
+        p.p50_us,
+        p.p99_us,
+        p.p999_us,
+        opt(p.client_cpu_us_per_op),
+        opt(p.server_cpu_us_per_op),
+        opt(p.server_busy_us_per_op),
+    )
+}
+
+pub(crate) fn size_label(size: u64) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+/// The median of some values (the lower middle one for an even count); `None` if empty.
+pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 2])
+}
+
+/// The markdown table: a row per workload, phase and path.
+pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
+    let mut s = String::from(
+        "| size | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us | p99.9 us \
+         | client CPU us/op | server CPU us/op | server busy us/op |\n\
+         |---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let med = |pts: &[Point], f: &dyn Fn(&Point) -> Option<f64>| {
+        median(pts.iter().filter_map(f).collect())
+    };
+    let cell =
+        |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_owned(), |x| format!("{x:.prec$}"));
+    for (&(size, depth, phase, path), pts) in points {
+        let rate = med(pts, &|p| Some(p.ops_per_sec));
+        let posix = points
+            .get(&(size, depth, phase, Path3::Posix))
+            .and_then(|p| med(p, &|p| Some(p.ops_per_sec)));
+        let ratio = match (rate, posix) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+            _ => "-".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {depth} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} |",
+            size_label(size),
+            phase.name(),
+            path.name(),
+            cell(rate, 0),
+            cell(med(pts, &|p| Some(p.mb_per_sec)), 1),
+            cell(med(pts, &|p| Some(p.p50_us)), 1),
+            cell(med(pts, &|p| Some(p.p99_us)), 1),
+            cell(med(pts, &|p| Some(p.p999_us)), 1),
+            cell(med(pts, &|p| p.client_cpu_us_per_op), 2),
+            cell(med(pts, &|p| p.server_cpu_us_per_op), 2),
+            cell(med(pts, &|p| p.server_busy_us_per_op), 2),
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOAD: &str = r#"{"addr":"v1:127.0.0.1:1/2","in_flight":4,"objects":16,
+        "read":{"bytes":0,"lat_us":{"max":9.0,"p50":2.0,"p99":3.0,"p999":4.0},"mb_per_sec":0.0,
+                "ops":100,"ops_per_sec":1000.0,"seconds":0.1,"cpu_seconds":0.01},
+        "size":0,"transport":"posix",
+        "write":{"bytes":0,"lat_us":{"max":9.0,"p50":5.0,"p99":6.0,"p999":7.0},"mb_per_sec":0.0,
+                 "ops":100,"ops_per_sec":500.0,"seconds":0.2,"cpu_seconds":null}}"#;
+
+    #[test]
+    fn load_output_parses_into_phases() {
+        let ph = parse_load(LOAD).unwrap();
+        assert_eq!(ph.len(), 2);
+        assert_eq!(ph[0].0, Phase::Write);
+        assert_eq!(ph[0].1.ops_per_sec, 500.0);
+        assert_eq!(ph[0].1.p999_us, 7.0);
+        assert_eq!(ph[0].1.client_cpu_us_per_op, None);
+        assert_eq!(ph[1].0, Phase::Read);
+        assert_eq!(ph[1].1.client_cpu_us_per_op, Some(100.0));
+        assert!(parse_load("{}").unwrap_err().contains("write.ops"));
+        assert!(parse_load("not json").unwrap_err().contains("bad JSON"));
+    }
+
+    #[test]
+    fn busy_time_is_summed_over_workers() {
+        let d: Value = serde_json::json!({"dpdk": {"workers": [{"busy_us": 5}, {"busy_us": 7}]}});
+        assert_eq!(busy_us(&d), Some(12));
+        assert_eq!(busy_us(&serde_json::json!({"msgr": {}})), None);
+    }
+
+    #[test]
+    fn op_counts_and_objects() {
+        assert_eq!(ops_for(0, 1, 1.0), 30_000);
+        assert_eq!(ops_for(0, 128, 1.0), 200_000);
+        assert_eq!(ops_for(4 << 20, 4, 1.0), 357);
+        assert_eq!(ops_for(4 << 20, 128, 0.01), 256, "at least two windows");
+        assert_eq!(objects_for(4 << 20, 357), 64);
+        assert_eq!(objects_for(0, 30_000), 1024);
+        assert_eq!(objects_for(4096, 10), 10);
+    }
+
+    #[test]
+    fn medians_and_labels() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), Some(2.0));
+        assert_eq!(median(vec![f64::NAN]), None);
+        assert_eq!(median(Vec::new()), None);
+        assert_eq!(size_label(0), "0 B");
+        assert_eq!(size_label(4096), "4 KiB");
+        assert_eq!(size_label(4 << 20), "4 MiB");
+        assert_eq!(size_label(1000), "1000 B");
+    }
+
+    #[test]
+    fn table_has_ratios_against_posix() {
+        let mut m: BTreeMap<Key, Vec<Point>> = BTreeMap::new();
+        let p = |r: f64| Point {
+            ops_per_sec: r,
+            ..Point::default()
+        };
+        m.insert((0, 16, Phase::Read, Path3::Posix), vec![p(1.0)]);
+        m.insert(
+            (0, 16, Phase::Write, Path3::Dpdk),
+            vec![p(400.0), p(300.0), p(500.0)],
+        );
+        m.insert(
+            (0, 16, Phase::Write, Path3::Posix),
+            vec![p(100.0), p(200.0), p(150.0)],
+        );
+        m.insert((0, 16, Phase::Write, Path3::Simple), vec![p(75.0)]);
+        let t = table(&m);
+        assert!(
+            t.contains("| 0 B | 16 | write | dpdk | 400 | 2.67x |"),
+            "{t}"
+        );
+        assert!(t.contains("| posix | 150 | 1.00x |"), "{t}");
+        assert!(t.contains("| simple | 75 | 0.50x |"), "{t}");
+        assert!(
+            t.find("write").unwrap() < t.find("| read").unwrap(),
+            "write rows first: {t}"
+        );
+        let csv = csv_line(1, Path3::Dpdk, 0, 16, Phase::Write, &p(400.0));
+        assert_eq!(csv.split(',').count(), 15, "{csv}");
+    }
+}
