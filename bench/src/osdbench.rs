@@ -12,7 +12,8 @@
 //! CPU time: the server's (from /proc, over the run's write and read phases), the client's
 //! (what `msgr load` measured of itself per phase) and, for dpdk, the server worker's busy
 //! time (`perf dump`: time in loop turns that found work; a busy poller's CPU time is its
-//! wall time).
+//! wall time), and the server's system calls per op (`perf stat` on its raw_syscalls
+//! tracepoint, when perf is there and may attach).
 #![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
 
 use std::collections::BTreeMap;
@@ -93,6 +94,8 @@ pub(crate) struct Point {
     pub(crate) client_cpu_us_per_op: Option<f64>,
     pub(crate) server_cpu_us_per_op: Option<f64>,
     pub(crate) server_busy_us_per_op: Option<f64>,
+    /// System calls the server made per op (perf's raw_syscalls tracepoint), over the run.
+    pub(crate) server_syscalls_per_op: Option<f64>,
 }
 
 /// A phase of `msgr load`, in the order it runs them.
@@ -156,6 +159,60 @@ pub(crate) fn parse_load(json: &str) -> Result<Vec<(Phase, Point)>, String> {
 pub(crate) fn busy_us(dump: &Value) -> Option<u64> {
     let workers = dump["dpdk"]["workers"].as_array()?;
     workers.iter().map(|w| w["busy_us"].as_u64()).sum()
+}
+
+/// The count in `perf stat -x ,` output (`COUNT,,EVENT,...`); `None` if not counted.
+pub(crate) fn parse_perf_count(out: &str) -> Option<u64> {
+    out.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .find(|l| l.contains("raw_syscalls:sys_enter"))
+        .and_then(|l| l.split(',').next())
+        .and_then(|c| c.trim().parse().ok())
+}
+
+/// `perf stat` counting one process's system calls until stopped.
+struct SyscallCount {
+    child: Child,
+    out: PathBuf,
+}
+
+impl SyscallCount {
+    /// Starts counting `pid`'s system calls; `None` if perf cannot (not installed, not
+    /// root, no tracepoint).
+    fn start(pid: u32, out: PathBuf) -> Option<Self> {
+        let _ = std::fs::remove_file(&out);
+        let child = Command::new("perf")
+            .args(["stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-p"])
+            .arg(pid.to_string())
+            .arg("-o")
+            .arg(&out)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        // perf attaches in a few milliseconds; a run is far longer.
+        std::thread::sleep(Duration::from_millis(100));
+        Some(Self { child, out })
+    }
+
+    /// Stops counting (SIGINT makes perf print its count) and returns the count.
+    fn finish(mut self) -> Option<u64> {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                let text = std::fs::read_to_string(&self.out).ok()?;
+                return parse_perf_count(&text);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
 }
 
 /// A running `msgr serve`, stopped (admin shutdown, then kill) on drop.
@@ -327,6 +384,7 @@ impl Setup<'_> {
         let _runtime = (path == Path3::Dpdk).then(|| RuntimeDir::new(&prefix));
         let cpu0 = msgr::procstat::cpu_time(Some(srv.child.id()));
         let busy0 = srv.perf_dump().as_ref().and_then(busy_us);
+        let sys = SyscallCount::start(srv.child.id(), self.dir.join("syscalls.txt"));
         let out = self
             .command(path, false, &prefix)
             .args(["load", &srv.addr, "--json", "--timeout", "30"])
@@ -335,6 +393,7 @@ impl Setup<'_> {
             .args(["--objects", &objects_for(size, ops).to_string()])
             .output()
             .map_err(|e| format!("cannot run msgr load: {e}"))?;
+        let syscalls = sys.and_then(SyscallCount::finish);
         if !out.status.success() {
             return Err(format!("msgr load failed: {}", last_line(&out.stderr)));
         }
@@ -352,6 +411,7 @@ impl Setup<'_> {
         for (_, p) in &mut phases {
             p.server_cpu_us_per_op = cpu;
             p.server_busy_us_per_op = busy;
+            p.server_syscalls_per_op = syscalls.map(|n| n as f64 / all_ops as f64);
         }
         Ok(phases)
     }
@@ -432,7 +492,8 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let mut points: BTreeMap<Key, Vec<Point>> = BTreeMap::new();
     let mut csv = String::from(
         "round,path,size,in_flight,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
-         p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op\n",
+         p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op,\
+         server_syscalls_per_op\n",
     );
     let runs = plan.sizes.len() * plan.depths.len();
     let mut n = 0;
@@ -524,7 +585,7 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
 fn csv_line(round: u32, path: Path3, size: u64, depth: u32, phase: Phase, p: &Point) -> String {
     let opt = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     format!(
-        "{round},{},{size},{depth},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{}",
+        "{round},{},{size},{depth},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{}",
         path.name(),
         phase.name(),
         p.ops,
@@ -537,6 +598,7 @@ fn csv_line(round: u32, path: Path3, size: u64, depth: u32, phase: Phase, p: &Po
         opt(p.client_cpu_us_per_op),
         opt(p.server_cpu_us_per_op),
         opt(p.server_busy_us_per_op),
+        opt(p.server_syscalls_per_op),
     )
 }
 
@@ -562,8 +624,8 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
 pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
     let mut s = String::from(
         "| size | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us | p99.9 us \
-         | client CPU us/op | server CPU us/op | server busy us/op |\n\
-         |---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | client CPU us/op | server CPU us/op | server busy us/op | server syscalls/op |\n\
+         |---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let med = |pts: &[Point], f: &dyn Fn(&Point) -> Option<f64>| {
         median(pts.iter().filter_map(f).collect())
@@ -581,7 +643,7 @@ pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {depth} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {depth} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} | {} |",
             size_label(size),
             phase.name(),
             path.name(),
@@ -593,6 +655,7 @@ pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
             cell(med(pts, &|p| p.client_cpu_us_per_op), 2),
             cell(med(pts, &|p| p.server_cpu_us_per_op), 2),
             cell(med(pts, &|p| p.server_busy_us_per_op), 2),
+            cell(med(pts, &|p| p.server_syscalls_per_op), 3),
         );
     }
     s
@@ -628,6 +691,17 @@ mod tests {
         let d: Value = serde_json::json!({"dpdk": {"workers": [{"busy_us": 5}, {"busy_us": 7}]}});
         assert_eq!(busy_us(&d), Some(12));
         assert_eq!(busy_us(&serde_json::json!({"msgr": {}})), None);
+    }
+
+    #[test]
+    fn perf_stat_counts() {
+        let out = "# started on Mon Dec  7 01:11:29 2026\n\n109,,raw_syscalls:sys_enter,1446499,100.00,,\n";
+        assert_eq!(parse_perf_count(out), Some(109));
+        assert_eq!(
+            parse_perf_count("<not counted>,,raw_syscalls:sys_enter,0,0.00,,\n"),
+            None
+        );
+        assert_eq!(parse_perf_count(""), None);
     }
 
     #[test]
@@ -682,6 +756,6 @@ mod tests {
             "write rows first: {t}"
         );
         let csv = csv_line(1, Path3::Dpdk, 0, 16, Phase::Write, &p(400.0));
-        assert_eq!(csv.split(',').count(), 15, "{csv}");
+        assert_eq!(csv.split(',').count(), 16, "{csv}");
     }
 }

@@ -60,6 +60,28 @@ fn bench_osd_smoke() {
     let _ = std::fs::remove_file(&csv);
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), paths.len() * 2 * 2 * 2, "{text}");
+    // Server system calls per op at one op in flight, by path and size (when perf counts).
+    let mut syscalls = std::collections::BTreeMap::new();
+    for r in &rows {
+        let f: Vec<&str> = r.split(',').collect();
+        if let (Some(n), "1", "write") = (f[15].parse::<f64>().ok(), f[3], f[4]) {
+            syscalls.insert((f[1], f[2]), n);
+        }
+    }
+    if syscalls.is_empty() {
+        eprintln!("SKIPPED bench_osd_smoke (syscall counts): perf could not count system calls");
+    }
+    for size in ["0", "65536"] {
+        if let (Some(d), Some(p)) = (
+            syscalls.get(&("dpdk", size)),
+            syscalls.get(&("posix", size)),
+        ) {
+            assert!(
+                d < p && *p >= 1.0,
+                "the dpdk server makes fewer system calls per op than posix ({d} vs {p}, {size} B)"
+            );
+        }
+    }
     for r in rows {
         let f: Vec<&str> = r.split(',').collect();
         let rate: f64 = f[7].parse().expect("ops/s");
