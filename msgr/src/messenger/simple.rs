@@ -767,6 +767,13 @@ fn accept_step(
         let pending = std::mem::take(&mut io_of(conn).outbox().accept_pending);
         if pending {
             let (o, ex) = core.resolve_accept(conn, &mut e, now);
+            if o == AcceptOutcome::Adopted {
+                // The socket leaves this connection before its engine lock is released:
+                // this connection's writer closes its io (shutting down the socket in it)
+                // as soon as it sees the engine stopped, and the existing session is
+                // taking that socket.
+                io_of(conn).lock().sock = None;
+            }
             (Some(o), ex)
         } else {
             (None, None)
@@ -775,8 +782,8 @@ fn accept_step(
     deliver_pending(core, conn);
     match (outcome, existing) {
         (Some(AcceptOutcome::Adopted), Some(ex)) => {
-            // The existing session takes this socket; this connection is gone.
-            io_of(conn).lock().sock = None;
+            // The existing session takes this socket (detached above); this connection is
+            // gone.
             io_of(conn).close();
             core.forget(conn);
             let g = ex.gen();
