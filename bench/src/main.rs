@@ -45,6 +45,7 @@ macro_rules! out {
 
 mod dpdklink;
 mod osdbench;
+mod plots;
 mod stackbench;
 mod testpmd;
 mod vhostbench;
@@ -177,8 +178,9 @@ enum Cmd {
     /// Each path runs a real server and a real client process, one CPU each: dpdk on a
     /// vhost-user pair (root), posix and simple on loopback pinned with taskset. For every
     /// object size and ops-in-flight: write_full ops then verified reads; ops/s, MB/s,
-    /// latency percentiles, CPU per op; a markdown table of medians with ratios against
-    /// posix, and every run as CSV (--csv). Exit status 1 if a path failed, with why.
+    /// latency percentiles, CPU and system calls per op; a markdown table of medians with
+    /// ratios against posix; with --out, the table, every run as CSV and PNG plots. Exit
+    /// status 1 if a path failed (the others still run), with why.
     Osd {
         /// Paths to run (comma-separated).
         #[arg(
@@ -201,9 +203,10 @@ enum Cmd {
         /// Multiplies every op count (each run is about a second at 1; 0.02 for a smoke run).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
-        /// Write every run to this CSV file.
+        /// Also write the table (table.md), every run (runs.csv) and plots (throughput.png,
+        /// latency.png) into this directory.
         #[arg(long)]
-        csv: Option<PathBuf>,
+        out: Option<PathBuf>,
         /// The msgr program [default: the one beside bench].
         #[arg(long)]
         msgr: Option<PathBuf>,
@@ -298,7 +301,7 @@ fn main() -> ExitCode {
             in_flight,
             rounds,
             scale,
-            csv,
+            out,
             msgr,
         } => {
             if !(scale > 0.0 && scale <= 100.0) {
@@ -312,7 +315,7 @@ fn main() -> ExitCode {
                     depths: in_flight,
                     rounds,
                     scale,
-                    csv,
+                    out,
                     msgr,
                 })
             }

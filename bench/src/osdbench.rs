@@ -40,7 +40,7 @@ pub(crate) enum Path3 {
 }
 
 impl Path3 {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Dpdk => "dpdk",
             Self::Posix => "posix",
@@ -57,7 +57,8 @@ pub(crate) struct Plan {
     pub(crate) rounds: u32,
     /// Multiplies every op count (0.05 for a smoke run).
     pub(crate) scale: f64,
-    pub(crate) csv: Option<PathBuf>,
+    /// Where the table, the CSV of every run and the plots go.
+    pub(crate) out: Option<PathBuf>,
     /// The `msgr` program (default: beside this one).
     pub(crate) msgr: Option<PathBuf>,
 }
@@ -96,6 +97,8 @@ pub(crate) struct Point {
     pub(crate) server_busy_us_per_op: Option<f64>,
     /// System calls the server made per op (perf's raw_syscalls tracepoint), over the run.
     pub(crate) server_syscalls_per_op: Option<f64>,
+    /// The latency distribution: (percentile, microseconds) pairs.
+    pub(crate) cdf: Vec<(f64, f64)>,
 }
 
 /// A phase of `msgr load`, in the order it runs them.
@@ -145,6 +148,14 @@ pub(crate) fn parse_load(json: &str) -> Result<Vec<(Phase, Point)>, String> {
                 p50_us: lat("p50")?,
                 p99_us: lat("p99")?,
                 p999_us: lat("p999")?,
+                cdf: p["lat_us"]["cdf"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| Some((x[0].as_f64()?, x[1].as_f64()?)))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 client_cpu_us_per_op: p["cpu_seconds"]
                     .as_f64()
                     .map(|s| s * 1e6 / ops.max(1) as f64),
@@ -553,11 +564,9 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
             drop(srv);
         }
     }
-    if let Some(f) = &plan.csv {
-        std::fs::write(f, &csv).map_err(|e| format!("cannot write {}: {e}", f.display()))?;
-        eprintln!("bench: every run in {}", f.display());
-    }
-    out!(
+    let mut head = String::new();
+    let _ = writeln!(
+        head,
         "machine: {} CPUs allowed; server on CPU {}, client on CPU {}{}; {} interleaved rounds; \
          figures are medians over the rounds, 'vs posix' the ratio of medians (ops/s)",
         crate::dpdklink::allowed_cpus().len(),
@@ -570,16 +579,51 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
         },
         plan.rounds
     );
-    out!("{}", table(&points));
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        let why: Vec<String> = failed
+    let report = format!("{head}\n{}", table(&points));
+    out!("{report}");
+    let written = plan
+        .out
+        .as_deref()
+        .map_or(Ok(()), |dir| write_out(dir, &report, &csv, &points));
+    let mut why: Vec<String> = Vec::new();
+    if !failed.is_empty() {
+        let paths: Vec<String> = failed
             .iter()
             .map(|(p, e)| format!("{}: {e}", p.name()))
             .collect();
-        Err(format!("paths that failed: {}", why.join("; ")))
+        why.push(format!("paths that failed: {}", paths.join("; ")));
     }
+    if let Err(e) = written {
+        why.push(e);
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+/// The report, every run as CSV, and the plots, into `dir` (created if need be).
+fn write_out(
+    dir: &Path,
+    report: &str,
+    csv: &str,
+    points: &BTreeMap<Key, Vec<Point>>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let write = |name: &str, text: &str| {
+        let f = dir.join(name);
+        std::fs::write(&f, text).map_err(|e| format!("cannot write {}: {e}", f.display()))
+    };
+    write("table.md", report)?;
+    write("runs.csv", csv)?;
+    crate::plots::throughput(points, &dir.join("throughput.png"))?;
+    crate::plots::latency(points, &dir.join("latency.png"))?;
+    eprintln!(
+        "bench: table.md, runs.csv, throughput.png and latency.png in {}",
+        dir.display()
+    );
+    Ok(())
 }
 
 fn csv_line(round: u32, path: Path3, size: u64, depth: u32, phase: Phase, p: &Point) -> String {

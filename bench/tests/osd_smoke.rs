@@ -1,5 +1,6 @@
 //! `bench osd` for real, briefly: every path (dpdk over a vhost-user pair, posix, simple)
-//! serves and loads a few small and 64 KiB objects, and the table and the CSV show each.
+//! serves and loads a few small and 64 KiB objects; the table, the CSV and the plots show
+//! each.
 //!
 //! The dpdk path needs root (DPDK's runtime directory) and `msgr` built beside `bench`
 //! (`cargo test --workspace` builds both); without them the test says `SKIPPED` and what is
@@ -30,11 +31,11 @@ fn bench_osd_smoke() {
         ));
         return;
     }
-    let csv = std::env::temp_dir().join(format!("bench-osd-smoke-{}.csv", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("bench-osd-smoke-{}", std::process::id()));
     let out = Command::new(&bench)
         .args(["osd", "--rounds", "1", "--scale", "0.01"])
-        .args(["--sizes", "0,65536", "--in-flight", "1,16", "--csv"])
-        .arg(&csv)
+        .args(["--sizes", "0,65536", "--in-flight", "1,16", "--out"])
+        .arg(&dir)
         .output()
         .expect("bench runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -56,8 +57,17 @@ fn bench_osd_smoke() {
             }
         }
     }
-    let text = std::fs::read_to_string(&csv).expect("the CSV was written");
-    let _ = std::fs::remove_file(&csv);
+    let text = std::fs::read_to_string(dir.join("runs.csv")).expect("the CSV was written");
+    let table = std::fs::read_to_string(dir.join("table.md")).expect("the table was written");
+    assert!(
+        stdout.contains(table.trim()),
+        "table.md is the printed table"
+    );
+    for png in ["throughput.png", "latency.png"] {
+        let b = std::fs::read(dir.join(png)).expect("the plot was drawn");
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{png} is a PNG");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows.len(), paths.len() * 2 * 2 * 2, "{text}");
     // Server system calls per op at one op in flight, by path and size (when perf counts).

@@ -79,6 +79,11 @@ struct Phase {
     lat: Vec<Duration>,
 }
 
+/// Percentiles of the latency distribution in `--json` output.
+const CDF_PERCENTILES: [f64; 16] = [
+    0.0, 1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 98.0, 99.0, 99.5, 99.9, 99.95, 99.99, 100.0,
+];
+
 impl Phase {
     fn pct(&self, p: f64) -> Duration {
         if self.lat.is_empty() {
@@ -110,6 +115,11 @@ impl Phase {
                 "p99": us(self.pct(99.0)),
                 "p999": us(self.pct(99.9)),
                 "max": us(self.pct(100.0)),
+                // The distribution, for plots: [percentile, microseconds] pairs.
+                "cdf": CDF_PERCENTILES
+                    .iter()
+                    .map(|&p| json!([p, us(self.pct(p))]))
+                    .collect::<Vec<_>>(),
             },
         })
     }

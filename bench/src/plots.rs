@@ -1,0 +1,235 @@
+//! PNG plots of `bench osd`: ops/s against object size (a panel per ops-in-flight, a line
+//! per path) and the latency distribution of each path (one panel per ops-in-flight, at
+//! the smallest size).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use crate::osdbench::{median, size_label, Path3, Phase, Point};
+
+/// Points by (size, depth, phase, path), as `osdbench` collects them.
+pub(crate) type Points = BTreeMap<(u64, u32, Phase, Path3), Vec<Point>>;
+
+fn color(p: Path3) -> RGBColor {
+    match p {
+        Path3::Dpdk => RGBColor(0xd6, 0x27, 0x28),
+        Path3::Posix => RGBColor(0x1f, 0x77, 0xb4),
+        Path3::Simple => RGBColor(0x2c, 0xa0, 0x2c),
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> String {
+    format!("plot: {e}")
+}
+
+/// The distinct values of one key field, ascending.
+fn keys<T: Ord + Copy>(points: &Points, f: impl Fn(&(u64, u32, Phase, Path3)) -> T) -> Vec<T> {
+    let mut v: Vec<T> = points.keys().map(f).collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// `throughput.png`: median ops/s of the write phase by object size, a line per path, a
+/// panel per ops-in-flight (log scale: the sizes span five orders of magnitude of rate).
+pub(crate) fn throughput(points: &Points, file: &Path) -> Result<(), String> {
+    let sizes = keys(points, |k| k.0);
+    let depths = keys(points, |k| k.1);
+    let paths = keys(points, |k| k.3);
+    if sizes.is_empty() {
+        return Err("plot: no points".into());
+    }
+    let rate = |s: u64, d: u32, p: Path3| {
+        points
+            .get(&(s, d, Phase::Write, p))
+            .and_then(|v| median(v.iter().map(|x| x.ops_per_sec).collect()))
+    };
+    let all: Vec<f64> = points
+        .values()
+        .flatten()
+        .map(|x| x.ops_per_sec)
+        .filter(|x| *x > 0.0)
+        .collect();
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(1.0) / 2.0;
+    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 4.0) * 2.0;
+    let root = BitMapBackend::new(file, (420 * depths.len() as u32, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let panels = root.split_evenly((1, depths.len()));
+    let n = sizes.len() as i32;
+    for (panel, &depth) in panels.iter().zip(&depths) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("write ops/s, {depth} in flight"),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(-1..n, (lo..hi).log_scale())
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_labels(sizes.len() + 2)
+            .x_label_formatter(&|i| {
+                usize::try_from(*i)
+                    .ok()
+                    .and_then(|i| sizes.get(i))
+                    .map_or_else(String::new, |s| size_label(*s))
+            })
+            .y_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc("object size")
+            .y_desc("ops/s")
+            .draw()
+            .map_err(err)?;
+        for &p in &paths {
+            let line: Vec<(i32, f64)> = sizes
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &s)| rate(s, depth, p).map(|r| (i as i32, r.max(lo))))
+                .collect();
+            let c = color(p);
+            chart
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+                .map_err(err)?
+                .label(p.name())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+            chart
+                .draw_series(line.into_iter().map(|xy| Circle::new(xy, 3, c.filled())))
+                .map_err(err)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+/// `latency.png`: the write phase's latency distribution (percentile against microseconds,
+/// log scale) of each path at the smallest size, a panel per ops-in-flight. Each path's
+/// curve is that of its median round (by p50).
+pub(crate) fn latency(points: &Points, file: &Path) -> Result<(), String> {
+    let Some(&size) = keys(points, |k| k.0).first() else {
+        return Err("plot: no points".into());
+    };
+    let depths = keys(points, |k| k.1);
+    let paths = keys(points, |k| k.3);
+    let curve = |d: u32, p: Path3| -> Option<Vec<(f64, f64)>> {
+        let v = points.get(&(size, d, Phase::Write, p))?;
+        let mid = median(v.iter().map(|x| x.p50_us).collect())?;
+        let pt = v.iter().find(|x| x.p50_us == mid)?;
+        (!pt.cdf.is_empty()).then(|| pt.cdf.iter().map(|&(pct, us)| (us.max(0.1), pct)).collect())
+    };
+    let all: Vec<f64> = points
+        .values()
+        .flatten()
+        .flat_map(|x| x.cdf.iter().map(|c| c.1))
+        .collect();
+    if all.is_empty() {
+        return Err("plot: no latency distributions (an older msgr load?)".into());
+    }
+    let lo = all.iter().copied().fold(f64::INFINITY, f64::min).max(0.1) / 1.5;
+    let hi = all.iter().copied().fold(0.0, f64::max).max(lo * 4.0) * 1.5;
+    let root = BitMapBackend::new(file, (420 * depths.len() as u32, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let panels = root.split_evenly((1, depths.len()));
+    for (panel, &depth) in panels.iter().zip(&depths) {
+        let mut chart = ChartBuilder::on(panel)
+            .caption(
+                format!("latency, {} writes, {depth} in flight", size_label(size)),
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(48)
+            .build_cartesian_2d((lo..hi).log_scale(), 0.0..100.0)
+            .map_err(err)?;
+        chart
+            .configure_mesh()
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .x_desc("microseconds")
+            .y_desc("percentile")
+            .draw()
+            .map_err(err)?;
+        for &p in &paths {
+            let Some(line) = curve(depth, p) else {
+                continue;
+            };
+            let c = color(p);
+            chart
+                .draw_series(LineSeries::new(line, c.stroke_width(2)))
+                .map_err(err)?
+                .label(p.name())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+    }
+    root.present().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points() -> Points {
+        let mut m = Points::new();
+        for (i, &size) in [0u64, 4096, 4 << 20].iter().enumerate() {
+            for depth in [1u32, 16] {
+                for (j, path) in [Path3::Dpdk, Path3::Posix].into_iter().enumerate() {
+                    let rate = 1e5 / (1.0 + i as f64 * 10.0) * (1.0 + j as f64);
+                    let p = Point {
+                        ops_per_sec: rate,
+                        p50_us: 5.0 * (1 + j) as f64,
+                        cdf: vec![(0.0, 2.0), (50.0, 5.0 * (1 + j) as f64), (100.0, 90.0)],
+                        ..Point::default()
+                    };
+                    m.insert((size, depth, Phase::Write, path), vec![p]);
+                }
+            }
+        }
+        m
+    }
+
+    /// A PNG file's signature and its IHDR width and height.
+    fn png_size(file: &Path) -> (u32, u32) {
+        let b = std::fs::read(file).unwrap();
+        assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "a PNG file");
+        let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+        let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+        (w, h)
+    }
+
+    #[test]
+    fn plots_are_pngs_with_a_panel_per_depth() {
+        let dir = std::env::temp_dir().join(format!("bench-plots-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pts = points();
+        let t = dir.join("throughput.png");
+        let l = dir.join("latency.png");
+        let r = throughput(&pts, &t).and_then(|()| latency(&pts, &l));
+        if let Err(e) = &r {
+            // Text needs a system font (fontconfig): say so rather than pass silently.
+            assert!(
+                !std::env::var("MSGR_REQUIRE_INTEROP").is_ok_and(|v| v == "1"),
+                "plots failed: {e}"
+            );
+            eprintln!("SKIPPED plots_are_pngs_with_a_panel_per_depth: {e}");
+        } else {
+            assert_eq!(png_size(&t), (840, 420));
+            assert_eq!(png_size(&l), (840, 420));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(throughput(&Points::new(), &t).is_err());
+        assert!(latency(&Points::new(), &l).is_err());
+    }
+}
