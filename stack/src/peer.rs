@@ -185,7 +185,11 @@ impl PeerProcess {
             if let Some(rest) = self.seen(tag) {
                 return Ok(rest);
             }
-            self.check_running(&format!("waiting for {}'s {tag:?}", self.name))?;
+            if let Err(e) = self.check_running(&format!("waiting for {}'s {tag:?}", self.name)) {
+                // A child that printed the line and exited at once: its reader may have
+                // passed the line on only now (an exited child's output is all in here).
+                return self.seen(tag).ok_or(e);
+            }
             if Instant::now() > deadline {
                 let tail = self.tail();
                 let name = &self.name;
