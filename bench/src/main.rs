@@ -210,6 +210,10 @@ enum Cmd {
         /// The msgr program [default: the one beside bench].
         #[arg(long)]
         msgr: Option<PathBuf>,
+        /// The server's and the client's CPU, SERVER,CLIENT [default: the first two this
+        /// process may use]. On a many-core machine: two cores of the NIC's NUMA node.
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<u32>,
     },
     /// Everything, one table: rounds of every path interleaved, medians reported.
     All {
@@ -303,6 +307,7 @@ fn main() -> ExitCode {
             scale,
             out,
             msgr,
+            cpus,
         } => {
             if !(scale > 0.0 && scale <= 100.0) {
                 Err(format!("--scale {scale}: must be above 0 and at most 100"))
@@ -317,6 +322,7 @@ fn main() -> ExitCode {
                     scale,
                     out,
                     msgr,
+                    cpus,
                 })
             }
         }

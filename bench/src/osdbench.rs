@@ -61,6 +61,27 @@ pub(crate) struct Plan {
     pub(crate) out: Option<PathBuf>,
     /// The `msgr` program (default: beside this one).
     pub(crate) msgr: Option<PathBuf>,
+    /// The server's and the client's CPU (default: the first two this process may use).
+    pub(crate) cpus: Vec<u32>,
+}
+
+/// The CPUs of the two sides: `given` (server, client) if both are allowed, else the first
+/// two allowed ones.
+pub(crate) fn pick_cpus(given: &[u32], allowed: &[u32]) -> Result<Cpus, String> {
+    match given {
+        [] => Ok(Cpus::from_allowed(allowed)),
+        [a, b] => {
+            for c in [a, b] {
+                if !allowed.is_empty() && !allowed.contains(c) {
+                    return Err(format!(
+                        "--cpus: CPU {c} is not one this process may use ({allowed:?})"
+                    ));
+                }
+            }
+            Ok(Cpus { a: *a, b: *b })
+        }
+        _ => Err("--cpus: give two CPUs, SERVER,CLIENT".into()),
+    }
 }
 
 /// Ops per phase for a workload: about a second on this kind of machine, scaled.
@@ -486,7 +507,7 @@ fn is_root() -> bool {
 
 pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let msgr = find_msgr(plan.msgr.clone())?;
-    let cpus = Cpus::pick();
+    let cpus = pick_cpus(&plan.cpus, &crate::dpdklink::allowed_cpus())?;
     let dir = TempDir::create("osd")?;
     let setup = Setup {
         msgr: &msgr,
@@ -735,6 +756,15 @@ mod tests {
         let d: Value = serde_json::json!({"dpdk": {"workers": [{"busy_us": 5}, {"busy_us": 7}]}});
         assert_eq!(busy_us(&d), Some(12));
         assert_eq!(busy_us(&serde_json::json!({"msgr": {}})), None);
+    }
+
+    #[test]
+    fn cpus_given_or_picked() {
+        assert_eq!(pick_cpus(&[], &[0, 1, 2]), Ok(Cpus { a: 0, b: 1 }));
+        assert_eq!(pick_cpus(&[2, 0], &[0, 1, 2]), Ok(Cpus { a: 2, b: 0 }));
+        assert!(pick_cpus(&[3, 0], &[0, 1]).unwrap_err().contains("CPU 3"));
+        assert!(pick_cpus(&[1], &[0, 1]).unwrap_err().contains("two CPUs"));
+        assert!(pick_cpus(&[1, 1], &[0, 1]).unwrap().shared());
     }
 
     #[test]
