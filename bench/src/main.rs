@@ -182,14 +182,10 @@ enum Cmd {
     /// ratios against posix; with --out, the table, every run as CSV and PNG plots. Exit
     /// status 1 if a path failed (the others still run), with why.
     Osd {
-        /// Paths to run (comma-separated).
-        #[arg(
-            long,
-            value_enum,
-            value_delimiter = ',',
-            default_value = "dpdk,posix,simple"
-        )]
-        paths: Vec<osdbench::Path3>,
+        /// Paths to run (comma-separated): dpdk (the userspace stack on a vhost-user pair),
+        /// posix (kernel TCP, epoll workers), simple (kernel TCP, a thread per connection).
+        #[arg(long, value_delimiter = ',', default_value = "dpdk,posix,simple")]
+        paths: Vec<TransportKind>,
         /// Object sizes in bytes (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "0,64,4096,65536,4194304")]
         sizes: Vec<u64>,

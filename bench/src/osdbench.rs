@@ -23,35 +23,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use clap::ValueEnum;
+use msgr::messenger::TransportKind;
 use serde_json::Value;
 
 use crate::dpdklink::{Cpus, RuntimeDir, TempDir};
 
-/// A messenger path under test.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub(crate) enum Path3 {
-    /// The userspace TCP/IP stack on DPDK (vhost-user pair).
-    Dpdk,
-    /// Kernel TCP, epoll workers.
-    Posix,
-    /// Kernel TCP, a thread per connection.
-    Simple,
-}
-
-impl Path3 {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::Dpdk => "dpdk",
-            Self::Posix => "posix",
-            Self::Simple => "simple",
-        }
-    }
-}
-
 /// What `bench osd` runs.
 pub(crate) struct Plan {
-    pub(crate) paths: Vec<Path3>,
+    pub(crate) paths: Vec<TransportKind>,
     pub(crate) sizes: Vec<u64>,
     pub(crate) depths: Vec<u32>,
     pub(crate) rounds: u32,
@@ -130,7 +109,7 @@ pub(crate) enum Phase {
 }
 
 impl Phase {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Write => "write",
             Self::Read => "read",
@@ -139,7 +118,10 @@ impl Phase {
 }
 
 /// Key of a table row: size, depth, phase, path.
-type Key = (u64, u32, Phase, Path3);
+pub(crate) type Key = (u64, u32, Phase, TransportKind);
+
+/// Every run's points, by row.
+pub(crate) type Points = BTreeMap<Key, Vec<Point>>;
 
 /// The phases of `msgr load --json` output.
 pub(crate) fn parse_load(json: &str) -> Result<Vec<(Phase, Point)>, String> {
@@ -303,10 +285,10 @@ struct Setup<'a> {
 
 impl Setup<'_> {
     /// `msgr [global args]` for one side of a path; pinned with taskset on the kernel paths.
-    fn command(&self, path: Path3, server: bool, prefix: &str) -> Command {
+    fn command(&self, path: TransportKind, server: bool, prefix: &str) -> Command {
         let cpu = if server { self.cpus.a } else { self.cpus.b };
         let mut c = match path {
-            Path3::Dpdk => {
+            TransportKind::Dpdk => {
                 let vdev = if server {
                     format!(
                         "--vdev=net_vhost0,iface={},client=1,queues=1",
@@ -336,7 +318,7 @@ impl Setup<'_> {
                     });
                 c
             }
-            Path3::Posix | Path3::Simple => {
+            TransportKind::Posix | TransportKind::Simple => {
                 let mut c = Command::new("taskset");
                 c.args(["-c", &cpu.to_string()])
                     .arg(self.msgr)
@@ -348,12 +330,12 @@ impl Setup<'_> {
         c
     }
 
-    fn start_server(&self, path: Path3) -> Result<Server, String> {
+    fn start_server(&self, path: TransportKind) -> Result<Server, String> {
         let prefix = format!("{}-s", self.tag);
         let asok = self.dir.join(format!("{}.asok", path.name()));
         let _ = std::fs::remove_file(self.dir.join("vh.sock"));
         let bind = match path {
-            Path3::Dpdk => format!("v1:{SERVER_IP}:6800"),
+            TransportKind::Dpdk => format!("v1:{SERVER_IP}:6800"),
             _ => "v1:127.0.0.1:0".to_owned(),
         };
         let mut c = self.command(path, true, &prefix);
@@ -373,7 +355,7 @@ impl Setup<'_> {
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.msgr.display()))?;
-        let runtime = (path == Path3::Dpdk).then(|| RuntimeDir::new(&prefix));
+        let runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
         // The first line says where it listens: "listening on v1:IP:PORT/NONCE".
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -405,7 +387,7 @@ impl Setup<'_> {
     /// One `msgr load` run against `srv`: its phases, with the server's CPU per op.
     fn load(
         &self,
-        path: Path3,
+        path: TransportKind,
         srv: &Server,
         size: u64,
         depth: u32,
@@ -413,7 +395,7 @@ impl Setup<'_> {
         n: usize,
     ) -> Result<Vec<(Phase, Point)>, String> {
         let prefix = format!("{}-c{n}", self.tag);
-        let _runtime = (path == Path3::Dpdk).then(|| RuntimeDir::new(&prefix));
+        let _runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
         let cpu0 = msgr::procstat::cpu_time(Some(srv.child.id()));
         let busy0 = srv.perf_dump().as_ref().and_then(busy_us);
         let sys = SyscallCount::start(srv.child.id(), self.dir.join("syscalls.txt"));
@@ -477,10 +459,10 @@ fn find_msgr(given: Option<PathBuf>) -> Result<PathBuf, String> {
 }
 
 /// Why a path cannot run here, before trying it.
-fn precheck(path: Path3) -> Option<String> {
+fn precheck(path: TransportKind) -> Option<String> {
     match path {
-        Path3::Dpdk if !is_root() => Some("needs root (DPDK's runtime directory)".into()),
-        Path3::Posix | Path3::Simple
+        TransportKind::Dpdk if !is_root() => Some("needs root (DPDK's runtime directory)".into()),
+        TransportKind::Posix | TransportKind::Simple
             if Command::new("taskset")
                 .arg("-V")
                 .stdout(Stdio::null())
@@ -515,13 +497,13 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
         cpus,
         tag: format!("msgr-bosd{}", std::process::id()),
     };
-    let mut failed: BTreeMap<Path3, String> = BTreeMap::new();
+    let mut failed: BTreeMap<TransportKind, String> = BTreeMap::new();
     for &p in &plan.paths {
         if let Some(why) = precheck(p) {
             failed.insert(p, why);
         }
     }
-    let mut points: BTreeMap<Key, Vec<Point>> = BTreeMap::new();
+    let mut points: Points = BTreeMap::new();
     let mut csv = String::from(
         "round,path,size,in_flight,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
          p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op,\
@@ -625,12 +607,7 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
 }
 
 /// The report, every run as CSV, and the plots, into `dir` (created if need be).
-fn write_out(
-    dir: &Path,
-    report: &str,
-    csv: &str,
-    points: &BTreeMap<Key, Vec<Point>>,
-) -> Result<(), String> {
+fn write_out(dir: &Path, report: &str, csv: &str, points: &Points) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let f = dir.join(name);
@@ -647,7 +624,14 @@ fn write_out(
     Ok(())
 }
 
-fn csv_line(round: u32, path: Path3, size: u64, depth: u32, phase: Phase, p: &Point) -> String {
+fn csv_line(
+    round: u32,
+    path: TransportKind,
+    size: u64,
+    depth: u32,
+    phase: Phase,
+    p: &Point,
+) -> String {
     let opt = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     format!(
         "{round},{},{size},{depth},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{}",
@@ -686,7 +670,7 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// The markdown table: a row per workload, phase and path.
-pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
+pub(crate) fn table(points: &Points) -> String {
     let mut s = String::from(
         "| size | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us | p99.9 us \
          | client CPU us/op | server CPU us/op | server busy us/op | server syscalls/op |\n\
@@ -700,7 +684,7 @@ pub(crate) fn table(points: &BTreeMap<Key, Vec<Point>>) -> String {
     for (&(size, depth, phase, path), pts) in points {
         let rate = med(pts, &|p| Some(p.ops_per_sec));
         let posix = points
-            .get(&(size, depth, phase, Path3::Posix))
+            .get(&(size, depth, phase, TransportKind::Posix))
             .and_then(|p| med(p, &|p| Some(p.ops_per_sec)));
         let ratio = match (rate, posix) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
@@ -803,21 +787,21 @@ mod tests {
 
     #[test]
     fn table_has_ratios_against_posix() {
-        let mut m: BTreeMap<Key, Vec<Point>> = BTreeMap::new();
+        let mut m: Points = BTreeMap::new();
         let p = |r: f64| Point {
             ops_per_sec: r,
             ..Point::default()
         };
-        m.insert((0, 16, Phase::Read, Path3::Posix), vec![p(1.0)]);
+        m.insert((0, 16, Phase::Read, TransportKind::Posix), vec![p(1.0)]);
         m.insert(
-            (0, 16, Phase::Write, Path3::Dpdk),
+            (0, 16, Phase::Write, TransportKind::Dpdk),
             vec![p(400.0), p(300.0), p(500.0)],
         );
         m.insert(
-            (0, 16, Phase::Write, Path3::Posix),
+            (0, 16, Phase::Write, TransportKind::Posix),
             vec![p(100.0), p(200.0), p(150.0)],
         );
-        m.insert((0, 16, Phase::Write, Path3::Simple), vec![p(75.0)]);
+        m.insert((0, 16, Phase::Write, TransportKind::Simple), vec![p(75.0)]);
         let t = table(&m);
         assert!(
             t.contains("| 0 B | 16 | write | dpdk | 400 | 2.67x |"),
@@ -829,7 +813,7 @@ mod tests {
             t.find("write").unwrap() < t.find("| read").unwrap(),
             "write rows first: {t}"
         );
-        let csv = csv_line(1, Path3::Dpdk, 0, 16, Phase::Write, &p(400.0));
+        let csv = csv_line(1, TransportKind::Dpdk, 0, 16, Phase::Write, &p(400.0));
         assert_eq!(csv.split(',').count(), 16, "{csv}");
     }
 }

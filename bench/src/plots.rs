@@ -2,21 +2,19 @@
 //! per path) and the latency distribution of each path (one panel per ops-in-flight, at
 //! the smallest size).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::osdbench::{median, size_label, Path3, Phase, Point};
+use msgr::messenger::TransportKind;
 
-/// Points by (size, depth, phase, path), as `osdbench` collects them.
-pub(crate) type Points = BTreeMap<(u64, u32, Phase, Path3), Vec<Point>>;
+use crate::osdbench::{median, size_label, Key, Phase, Points};
 
-fn color(p: Path3) -> RGBColor {
+fn color(p: TransportKind) -> RGBColor {
     match p {
-        Path3::Dpdk => RGBColor(0xd6, 0x27, 0x28),
-        Path3::Posix => RGBColor(0x1f, 0x77, 0xb4),
-        Path3::Simple => RGBColor(0x2c, 0xa0, 0x2c),
+        TransportKind::Dpdk => RGBColor(0xd6, 0x27, 0x28),
+        TransportKind::Posix => RGBColor(0x1f, 0x77, 0xb4),
+        TransportKind::Simple => RGBColor(0x2c, 0xa0, 0x2c),
     }
 }
 
@@ -25,7 +23,7 @@ fn err(e: impl std::fmt::Display) -> String {
 }
 
 /// The distinct values of one key field, ascending.
-fn keys<T: Ord + Copy>(points: &Points, f: impl Fn(&(u64, u32, Phase, Path3)) -> T) -> Vec<T> {
+fn keys<T: Ord + Copy>(points: &Points, f: impl Fn(&Key) -> T) -> Vec<T> {
     let mut v: Vec<T> = points.keys().map(f).collect();
     v.sort_unstable();
     v.dedup();
@@ -41,7 +39,7 @@ pub(crate) fn throughput(points: &Points, file: &Path) -> Result<(), String> {
     if sizes.is_empty() {
         return Err("plot: no points".into());
     }
-    let rate = |s: u64, d: u32, p: Path3| {
+    let rate = |s: u64, d: u32, p: TransportKind| {
         points
             .get(&(s, d, Phase::Write, p))
             .and_then(|v| median(v.iter().map(|x| x.ops_per_sec).collect()))
@@ -118,7 +116,7 @@ pub(crate) fn latency(points: &Points, file: &Path) -> Result<(), String> {
     };
     let depths = keys(points, |k| k.1);
     let paths = keys(points, |k| k.3);
-    let curve = |d: u32, p: Path3| -> Option<Vec<(f64, f64)>> {
+    let curve = |d: u32, p: TransportKind| -> Option<Vec<(f64, f64)>> {
         let v = points.get(&(size, d, Phase::Write, p))?;
         let mid = median(v.iter().map(|x| x.p50_us).collect())?;
         let pt = v.iter().find(|x| x.p50_us == mid)?;
@@ -180,12 +178,16 @@ pub(crate) fn latency(points: &Points, file: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::osdbench::Point;
 
     fn points() -> Points {
         let mut m = Points::new();
         for (i, &size) in [0u64, 4096, 4 << 20].iter().enumerate() {
             for depth in [1u32, 16] {
-                for (j, path) in [Path3::Dpdk, Path3::Posix].into_iter().enumerate() {
+                for (j, path) in [TransportKind::Dpdk, TransportKind::Posix]
+                    .into_iter()
+                    .enumerate()
+                {
                     let rate = 1e5 / (1.0 + i as f64 * 10.0) * (1.0 + j as f64);
                     let p = Point {
                         ops_per_sec: rate,

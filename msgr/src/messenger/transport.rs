@@ -15,19 +15,20 @@ use super::simple::SimpleIo;
 use crate::msg::Message;
 use crate::proto::SendError;
 
-/// Which kernel-TCP shape a messenger runs in.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+/// Which network path a messenger runs on. Ordered as reports list them: the userspace
+/// path first, then the kernel paths.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default)]
 pub enum TransportKind {
-    /// Ceph's SimpleMessenger: an accepter thread, a reader and a writer thread per
-    /// connection, blocking sockets.
-    Simple,
+    /// The userspace TCP/IP stack on DPDK (or an in-memory switch in tests): workers on
+    /// poll-mode queues own their connections; fast dispatch runs on the worker.
+    Dpdk,
     /// Ceph's AsyncMessenger over POSIX sockets: a fixed set of epoll worker threads, each
     /// owning its connections.
     #[default]
     Posix,
-    /// The userspace TCP/IP stack on DPDK (or an in-memory switch in tests): workers on
-    /// poll-mode queues own their connections; fast dispatch runs on the worker.
-    Dpdk,
+    /// Ceph's SimpleMessenger: an accepter thread, a reader and a writer thread per
+    /// connection, blocking sockets.
+    Simple,
 }
 
 impl TransportKind {
