@@ -144,6 +144,8 @@ pub(crate) struct Row {
     pub(crate) round_trips_s: Option<f64>,
     /// Bulk A→B, already formatted ("812 MB/s, 0.56 Mpps").
     pub(crate) bulk: Option<String>,
+    /// Frames per second of a one-way run (testpmd txonly -> rxonly).
+    pub(crate) frames_s: Option<f64>,
     /// Machine load just before the measurement.
     pub(crate) load: Option<Load>,
     /// Why the row has no figures.
@@ -155,28 +157,31 @@ fn cell(v: Option<f64>, unit: &str, prec: usize) -> String {
 }
 
 pub(crate) fn print_table(rows: &[Row]) {
-    out!(
-        "{:<6} {:<36} {:>10} {:>10} {:>10} {:>13}  {:<26} {}",
-        "link",
-        "path",
-        "RTT mean",
-        "RTT p50",
-        "RTT p99",
-        "round trips/s",
-        "bulk A->B",
-        "busy before"
+    out!("{}", markdown(rows));
+}
+
+/// The rows as a markdown table.
+pub(crate) fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| link | path | RTT mean | RTT p50 | RTT p99 | round trips/s | bulk A->B | busy before |\n\
+         |---|---|---:|---:|---:|---:|---|---|\n",
     );
     for r in rows {
         if let Some(why) = &r.skipped {
-            out!("{:<6} {:<36} skipped: {why}", r.link, r.path);
+            s += &format!(
+                "| {} | {} | skipped: {} | | | | | |\n",
+                r.link,
+                r.path,
+                why.replace('|', "/")
+            );
             continue;
         }
         let load = r.load.map_or_else(
             || "-".to_owned(),
             |l| format!("{:.0}% (steal {:.0}%)", l.busy, l.steal),
         );
-        out!(
-            "{:<6} {:<36} {:>10} {:>10} {:>10} {:>13}  {:<26} {load}",
+        s += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {load} |\n",
             r.link,
             r.path,
             cell(r.rtt_mean_us, " us", 2),
@@ -186,6 +191,7 @@ pub(crate) fn print_table(rows: &[Row]) {
             r.bulk.as_deref().unwrap_or("-"),
         );
     }
+    s
 }
 
 #[cfg(test)]

@@ -16,8 +16,11 @@
 //! `osd` (issue 6, started): the OSD workload (`msgr serve` + `msgr load` processes) over
 //! dpdk, posix and simple, a sweep of object sizes and ops in flight (`osdbench`).
 //!
-//! `bench all` runs the loopback paths and prints one table; plots, and one command for
-//! every path, are issue 6's.
+//! `loopback` runs the in-process loopback paths beside sockperf and prints one table.
+//!
+//! `all` (`allbench`) runs everything above that compares paths, in one command and one
+//! report: the OSD sweep, the kernel TCP floor (sockperf, iperf3) and the raw-link ceiling
+//! (testpmd, the bare stack), with the project's claims checked against their targets.
 #![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
 
 use std::path::PathBuf;
@@ -43,7 +46,9 @@ macro_rules! out {
     }};
 }
 
+mod allbench;
 mod dpdklink;
+mod floor;
 mod osdbench;
 mod plots;
 mod stackbench;
@@ -203,16 +208,39 @@ enum Cmd {
         /// latency.png) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
-        /// The msgr program [default: the one beside bench].
-        #[arg(long)]
-        msgr: Option<PathBuf>,
-        /// The server's and the client's CPU, SERVER,CLIENT [default: the first two this
-        /// process may use]. On a many-core machine: two cores of the NIC's NUMA node.
-        #[arg(long, value_delimiter = ',')]
-        cpus: Vec<u32>,
+        #[command(flatten)]
+        sides: Sides,
     },
-    /// Everything, one table: rounds of every path interleaved, medians reported.
+    /// Every path on this machine in one command, one report: the OSD workload over dpdk,
+    /// posix and simple (as `bench osd`), the kernel TCP floor (sockperf ping-pong and
+    /// throughput, iperf3 on loopback) and the raw-link ceiling (testpmd and the bare stack on
+    /// the dpdk path's vhost-user link).
+    ///
+    /// The report opens with the project's claims checked against their targets (dpdk
+    /// against posix: ping-pong latency, small-message rate, 4 MiB throughput; the dpdk
+    /// messenger against the link's ceiling; posix against the kernel floor). Root for the
+    /// dpdk path and the ceiling. `--quick` takes about a minute, the full run about half an
+    /// hour. Exit status 1 if any part failed (the others still run), naming each failure.
     All {
+        /// The short run (3 sizes, 1 and 16 in flight, 1 round, 2 s per baseline).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of the OSD sweep [default: 1 with --quick, else 3].
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+        rounds: Option<u32>,
+        /// Multiplies the OSD sweep's op counts [default: 0.05 with --quick, else 1].
+        #[arg(long)]
+        scale: Option<f64>,
+        /// Also write report.md, baselines.csv and `bench osd --out`'s files (table.md,
+        /// runs.csv, throughput.png, latency.png) into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        sides: Sides,
+    },
+    /// The messenger in one process on loopback beside sockperf: ping-pong and stream over
+    /// posix and simple, idle memory per connection; rounds interleaved, medians reported.
+    Loopback {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
@@ -222,6 +250,22 @@ enum Cmd {
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
     },
+}
+
+/// Where and how the msgr server and client processes run (`osd`, `all`).
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Sides {
+    /// The msgr program [default: the one beside bench].
+    #[arg(long)]
+    pub(crate) msgr: Option<PathBuf>,
+    /// The server's and the client's CPU, SERVER,CLIENT [default: the first two this
+    /// process may use]. On a many-core machine: two cores of the NIC's NUMA node.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cpus: Vec<u32>,
+    /// The dpdk link's MTU (the vhost-user pair; loopback, which the kernel paths use,
+    /// has 65536).
+    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    pub(crate) mtu: u16,
 }
 
 /// A switch.
@@ -261,9 +305,9 @@ fn main() -> ExitCode {
             seconds,
         } => stream(transport, size, window, seconds).map(|r| out!("{r}")),
         Cmd::Idle { transport, conns } => idle(transport, conns).map(|r| out!("{r}")),
-        Cmd::Sockperf { size, seconds } => sockperf_pp(size, seconds).and_then(|pp| {
+        Cmd::Sockperf { size, seconds } => sockperf_pp(size, seconds, None).and_then(|pp| {
             out!("{pp}");
-            sockperf_tp(4096, seconds).map(|tp| out!("{tp}"))
+            sockperf_tp(4096, seconds, None).map(|tp| out!("{tp}"))
         }),
         Cmd::IdleClients { addr, n, nonce } => idle_clients(addr, n, nonce),
         Cmd::Stack {
@@ -294,7 +338,22 @@ fn main() -> ExitCode {
             watchdog,
             checksum_offload,
         } => vhostbench::peer_main(&socket, cpu, idle, watchdog, checksum_offload == OnOff::On),
-        Cmd::All { seconds, rounds } => all(seconds, rounds as usize),
+        Cmd::Loopback { seconds, rounds } => loopback(seconds, rounds as usize),
+        Cmd::All {
+            quick,
+            rounds,
+            scale,
+            out,
+            sides,
+        } => check_scale(scale.unwrap_or(1.0)).and_then(|()| {
+            allbench::run(allbench::Plan {
+                quick,
+                rounds,
+                scale,
+                out,
+                sides,
+            })
+        }),
         Cmd::Osd {
             paths,
             sizes,
@@ -302,11 +361,10 @@ fn main() -> ExitCode {
             rounds,
             scale,
             out,
-            msgr,
-            cpus,
+            sides,
         } => {
-            if !(scale > 0.0 && scale <= 100.0) {
-                Err(format!("--scale {scale}: must be above 0 and at most 100"))
+            if let Err(e) = check_scale(scale) {
+                Err(e)
             } else if sizes.iter().any(|&s| s > 64 << 20) {
                 Err("--sizes: at most 64 MiB (msgr load's limit)".into())
             } else {
@@ -317,8 +375,7 @@ fn main() -> ExitCode {
                     rounds,
                     scale,
                     out,
-                    msgr,
-                    cpus,
+                    sides,
                 })
             }
         }
@@ -447,12 +504,21 @@ fn pair(
 
 /// Latency summary in microseconds.
 #[derive(Clone)]
-struct Lat {
+pub(crate) struct Lat {
     label: String,
-    p50: f64,
-    p99: f64,
-    p999: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
     count: u64,
+    /// Over how long `count` round trips were made.
+    pub(crate) seconds: f64,
+}
+
+impl Lat {
+    /// Round trips per second, when the duration is known.
+    pub(crate) fn round_trips_s(&self) -> Option<f64> {
+        (self.seconds > 0.0).then(|| self.count as f64 / self.seconds)
+    }
 }
 
 impl std::fmt::Display for Lat {
@@ -516,6 +582,7 @@ fn pingpong(kind: TransportKind, size: usize, seconds: f64) -> Result<Lat, Strin
         p99: us(0.99),
         p999: us(0.999),
         count: h.len(),
+        seconds,
     })
 }
 
@@ -568,10 +635,10 @@ impl Dispatcher for Sink {
 }
 
 #[derive(Clone)]
-struct Rate {
+pub(crate) struct Rate {
     label: String,
-    mb_s: f64,
-    msgs_s: f64,
+    pub(crate) mb_s: f64,
+    pub(crate) msgs_s: f64,
 }
 
 impl std::fmt::Display for Rate {
@@ -755,7 +822,7 @@ fn idle_clients(addr: EntityAddr, n: usize, nonce: u32) -> Result<(), String> {
 }
 
 /// A child process killed on drop.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -764,13 +831,25 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> Result<u16, String> {
+pub(crate) fn free_port() -> Result<u16, String> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     Ok(l.local_addr().map_err(|e| e.to_string())?.port())
 }
 
-fn sockperf_server(port: u16) -> Result<Proc, String> {
-    let child = Command::new("sockperf")
+/// `prog`, under `taskset -c CPU` when given a CPU.
+pub(crate) fn pinned(prog: &str, cpu: Option<u32>) -> Command {
+    match cpu {
+        Some(c) => {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &c.to_string(), prog]);
+            cmd
+        }
+        None => Command::new(prog),
+    }
+}
+
+fn sockperf_server(port: u16, cpu: Option<u32>) -> Result<Proc, String> {
+    let child = pinned("sockperf", cpu)
         .args([
             "server",
             "--tcp",
@@ -787,8 +866,8 @@ fn sockperf_server(port: u16) -> Result<Proc, String> {
     Ok(Proc(child))
 }
 
-fn sockperf_run(args: &[&str]) -> Result<String, String> {
-    let out = Command::new("sockperf")
+fn sockperf_run(args: &[&str], cpu: Option<u32>) -> Result<String, String> {
+    let out = pinned("sockperf", cpu)
         .args(args)
         .output()
         .map_err(|e| format!("sockperf: {e}"))?;
@@ -810,25 +889,38 @@ fn number_after(text: &str, key: &str) -> Option<f64> {
 }
 
 /// Runs `sockperf MODE --tcp` against a fresh sockperf server on loopback; its output.
-fn sockperf_client(mode: &str, size: usize, seconds: u64) -> Result<String, String> {
+/// With `pin`, the server runs on its first CPU and the client on its second.
+fn sockperf_client(
+    mode: &str,
+    size: usize,
+    seconds: u64,
+    pin: Option<dpdklink::Cpus>,
+) -> Result<String, String> {
     let port = free_port()?;
-    let _srv = sockperf_server(port)?;
-    sockperf_run(&[
-        mode,
-        "--tcp",
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &port.to_string(),
-        "-m",
-        &size.to_string(),
-        "-t",
-        &seconds.to_string(),
-    ])
+    let _srv = sockperf_server(port, pin.map(|c| c.a))?;
+    sockperf_run(
+        &[
+            mode,
+            "--tcp",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            &size.to_string(),
+            "-t",
+            &seconds.to_string(),
+        ],
+        pin.map(|c| c.b),
+    )
 }
 
-fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
-    let text = sockperf_client("ping-pong", size, seconds)?;
+pub(crate) fn sockperf_pp(
+    size: usize,
+    seconds: u64,
+    pin: Option<dpdklink::Cpus>,
+) -> Result<Lat, String> {
+    let text = sockperf_client("ping-pong", size, seconds, pin)?;
     // sockperf reports one-way latency (half the round trip).
     let p = |k: &str| {
         number_after(&text, k)
@@ -841,6 +933,7 @@ fn sockperf_pp(size: usize, seconds: u64) -> Result<Lat, String> {
         p99: p("percentile 99.000")?,
         p999: p("percentile 99.900")?,
         count: sockperf_count(&text),
+        seconds: sockperf_valid_seconds(&text),
     })
 }
 
@@ -851,8 +944,19 @@ fn sockperf_count(text: &str) -> u64 {
         .unwrap_or(0.0) as u64
 }
 
-fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
-    let text = sockperf_client("throughput", size, seconds)?;
+/// The length of sockperf's valid duration (seconds; 0 when absent).
+fn sockperf_valid_seconds(text: &str) -> f64 {
+    text.find("[Valid Duration]")
+        .and_then(|i| number_after(&text[i..], "RunTime"))
+        .unwrap_or(0.0)
+}
+
+pub(crate) fn sockperf_tp(
+    size: usize,
+    seconds: u64,
+    pin: Option<dpdklink::Cpus>,
+) -> Result<Rate, String> {
+    let text = sockperf_client("throughput", size, seconds, pin)?;
     let msgs =
         number_after(&text, "Message Rate is").ok_or("no message rate in sockperf output")?;
     Ok(Rate {
@@ -862,7 +966,7 @@ fn sockperf_tp(size: usize, seconds: u64) -> Result<Rate, String> {
     })
 }
 
-fn all(seconds: f64, rounds: usize) -> Result<(), String> {
+fn loopback(seconds: f64, rounds: usize) -> Result<(), String> {
     let secs = seconds.ceil() as u64;
     let kinds = [TransportKind::Posix, TransportKind::Simple];
     // lat[path][round], rates[path][round]; path 0 is sockperf.
@@ -870,7 +974,7 @@ fn all(seconds: f64, rounds: usize) -> Result<(), String> {
     let mut rates: Vec<Vec<Rate>> = vec![Vec::new(); 1 + kinds.len()];
     for r in 1..=rounds {
         eprintln!("bench: round {r}/{rounds}: sockperf ping-pong...");
-        lat[0].push(sockperf_pp(64, secs)?);
+        lat[0].push(sockperf_pp(64, secs, None)?);
         for (i, kind) in kinds.iter().enumerate() {
             eprintln!(
                 "bench: round {r}/{rounds}: msgr {} ping-pong...",
@@ -879,7 +983,7 @@ fn all(seconds: f64, rounds: usize) -> Result<(), String> {
             lat[1 + i].push(pingpong(*kind, 64, seconds)?);
         }
         eprintln!("bench: round {r}/{rounds}: sockperf throughput...");
-        rates[0].push(sockperf_tp(4096, secs)?);
+        rates[0].push(sockperf_tp(4096, secs, None)?);
         for (i, kind) in kinds.iter().enumerate() {
             eprintln!("bench: round {r}/{rounds}: msgr {} stream...", kind.name());
             rates[1 + i].push(stream(*kind, 4096, 256, seconds)?);
@@ -918,6 +1022,15 @@ fn all(seconds: f64, rounds: usize) -> Result<(), String> {
         out!("{m}");
     }
     Ok(())
+}
+
+/// `--scale`: above 0, at most 100.
+fn check_scale(scale: f64) -> Result<(), String> {
+    if scale > 0.0 && scale <= 100.0 {
+        Ok(())
+    } else {
+        Err(format!("--scale {scale}: must be above 0 and at most 100"))
+    }
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN when empty.

@@ -38,10 +38,8 @@ pub(crate) struct Plan {
     pub(crate) scale: f64,
     /// Where the table, the CSV of every run and the plots go.
     pub(crate) out: Option<PathBuf>,
-    /// The `msgr` program (default: beside this one).
-    pub(crate) msgr: Option<PathBuf>,
-    /// The server's and the client's CPU (default: the first two this process may use).
-    pub(crate) cpus: Vec<u32>,
+    /// The msgr program, the two sides' CPUs, the dpdk link's MTU.
+    pub(crate) sides: crate::Sides,
 }
 
 /// The CPUs of the two sides: `given` (server, client) if both are allowed, else the first
@@ -281,6 +279,7 @@ struct Setup<'a> {
     dir: &'a Path,
     cpus: Cpus,
     tag: String,
+    mtu: u16,
 }
 
 impl Setup<'_> {
@@ -316,6 +315,9 @@ impl Setup<'_> {
                     } else {
                         "10.78.0.2/24".to_owned()
                     });
+                if self.mtu != 1500 {
+                    c.arg("--mtu").arg(self.mtu.to_string());
+                }
                 c
             }
             TransportKind::Posix | TransportKind::Simple => {
@@ -375,13 +377,22 @@ impl Setup<'_> {
                 last_line(&out.stderr)
             ));
         }
-        Ok(Server {
+        let srv = Server {
             child,
             addr,
             asok,
             msgr: self.msgr.to_owned(),
             _runtime: runtime,
-        })
+        };
+        if path == TransportKind::Dpdk {
+            // The first run's busy time needs a dump from before it: wait until the worker
+            // reports (it may lag the listening line).
+            let end = Instant::now() + Duration::from_secs(5);
+            while srv.perf_dump().as_ref().and_then(busy_us).is_none() && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(srv)
     }
 
     /// One `msgr load` run against `srv`: its phases, with the server's CPU per op.
@@ -476,7 +487,7 @@ fn precheck(path: TransportKind) -> Option<String> {
     }
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -487,15 +498,61 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// What a sweep measured: the report (header and table), every run as CSV, the points, and
+/// the paths that failed (with why).
+pub(crate) struct Sweep {
+    pub(crate) report: String,
+    pub(crate) csv: String,
+    pub(crate) points: Points,
+    pub(crate) failed: BTreeMap<TransportKind, String>,
+}
+
+/// `bench osd`: the sweep, printed, and written to `--out`.
 pub(crate) fn run(plan: Plan) -> Result<(), String> {
-    let msgr = find_msgr(plan.msgr.clone())?;
-    let cpus = pick_cpus(&plan.cpus, &crate::dpdklink::allowed_cpus())?;
+    let sweep = measure(&plan)?;
+    out!("{}", sweep.report);
+    let written = plan
+        .out
+        .as_deref()
+        .map_or(Ok(()), |dir| write_out(dir, &sweep));
+    let mut why: Vec<String> = sweep.failure().into_iter().collect();
+    if let Err(e) = written {
+        why.push(e);
+    }
+    if why.is_empty() {
+        Ok(())
+    } else {
+        Err(why.join("; "))
+    }
+}
+
+impl Sweep {
+    /// "paths that failed: ..." if any did.
+    pub(crate) fn failure(&self) -> Option<String> {
+        if self.failed.is_empty() {
+            return None;
+        }
+        let paths: Vec<String> = self
+            .failed
+            .iter()
+            .map(|(p, e)| format!("{}: {e}", p.name()))
+            .collect();
+        Some(format!("paths that failed: {}", paths.join("; ")))
+    }
+}
+
+/// Runs the sweep: every path, size and ops-in-flight, `plan.rounds` times, paths taking
+/// turns within a round. A path that fails is reported and left out of later rounds.
+pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
+    let msgr = find_msgr(plan.sides.msgr.clone())?;
+    let cpus = pick_cpus(&plan.sides.cpus, &crate::dpdklink::allowed_cpus())?;
     let dir = TempDir::create("osd")?;
     let setup = Setup {
         msgr: &msgr,
         dir: &dir.path,
         cpus,
         tag: format!("msgr-bosd{}", std::process::id()),
+        mtu: plan.sides.mtu,
     };
     let mut failed: BTreeMap<TransportKind, String> = BTreeMap::new();
     for &p in &plan.paths {
@@ -582,32 +639,17 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
         },
         plan.rounds
     );
-    let report = format!("{head}\n{}", table(&points));
-    out!("{report}");
-    let written = plan
-        .out
-        .as_deref()
-        .map_or(Ok(()), |dir| write_out(dir, &report, &csv, &points));
-    let mut why: Vec<String> = Vec::new();
-    if !failed.is_empty() {
-        let paths: Vec<String> = failed
-            .iter()
-            .map(|(p, e)| format!("{}: {e}", p.name()))
-            .collect();
-        why.push(format!("paths that failed: {}", paths.join("; ")));
-    }
-    if let Err(e) = written {
-        why.push(e);
-    }
-    if why.is_empty() {
-        Ok(())
-    } else {
-        Err(why.join("; "))
-    }
+    Ok(Sweep {
+        report: format!("{head}\n{}", table(&points)),
+        csv,
+        points,
+        failed,
+    })
 }
 
 /// The report, every run as CSV, and the plots, into `dir` (created if need be).
-fn write_out(dir: &Path, report: &str, csv: &str, points: &Points) -> Result<(), String> {
+pub(crate) fn write_out(dir: &Path, sweep: &Sweep) -> Result<(), String> {
+    let (report, csv, points) = (&sweep.report, &sweep.csv, &sweep.points);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let f = dir.join(name);

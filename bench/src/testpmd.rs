@@ -68,6 +68,7 @@ pub(crate) fn rows(seconds: u64, cpus: Cpus) -> Vec<Row> {
                     row.rtt_mean_us = Some(1e6 / pps);
                 }
                 Mode::OneWay(size) => {
+                    row.frames_s = Some(pps);
                     row.bulk = Some(format!(
                         "{:.0} MB/s, {:.2} Mpps",
                         pps * f64::from(size) / 1e6,

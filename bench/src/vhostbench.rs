@@ -103,6 +103,25 @@ pub(crate) fn run(
     if with_testpmd {
         rows = crate::testpmd::rows(seconds.ceil() as u64, cpus);
     }
+    let (row, result) = stack_row(seconds, idle, cpus, offload);
+    rows.push(row);
+    print_table(&rows);
+    let n = result?;
+    out!(
+        "(stack: RTT percentiles of {n} round trips, TSC-timed; bulk = TCP payload B \
+         acknowledged; testpmd: medians of 1 s Rx-pps samples, RTT = 1 / rate, MB/s of frames)"
+    );
+    Ok(())
+}
+
+/// The bare stack's row (echo round trips, bulk A->B) over vhost-user: its figures and the
+/// number of round trips timed, or the row (marked skipped) and why it failed.
+pub(crate) fn stack_row(
+    seconds: f64,
+    idle: IdlePolicy,
+    cpus: Cpus,
+    offload: bool,
+) -> (Row, Result<u64, String>) {
     let load = settle(Duration::from_secs(15));
     eprintln!(
         "bench: stack over vhost-user, idle {}, {seconds} s per phase...",
@@ -130,21 +149,11 @@ pub(crate) fn run(
                 f.bulk_mb_s,
                 f.bulk_frames_s / 1e6
             ));
-            rows.push(row);
-            print_table(&rows);
-            out!(
-                "(stack: RTT percentiles of {} round trips, TSC-timed; bulk = TCP payload B \
-                 acknowledged; testpmd: medians of 1 s Rx-pps samples, RTT = 1 / rate, MB/s of \
-                 frames)",
-                f.echo.len()
-            );
-            Ok(())
+            (row, Ok(f.echo.len()))
         }
         Err(e) => {
-            if !rows.is_empty() {
-                print_table(&rows);
-            }
-            Err(e)
+            row.skipped = Some(e.clone());
+            (row, Err(e))
         }
     }
 }

@@ -6,31 +6,16 @@
 //! (`cargo test --workspace` builds both); without them the test says `SKIPPED` and what is
 //! missing, and fails instead when MSGR_REQUIRE_INTEROP=1 (CI).
 
-use std::path::PathBuf;
 use std::process::Command;
 
-const REQUIRE_ENV: &str = "MSGR_REQUIRE_INTEROP";
-
-fn required() -> bool {
-    std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1")
-}
-
-fn missing(what: &str) {
-    assert!(!required(), "{what} ({REQUIRE_ENV}=1)");
-    eprintln!("SKIPPED bench_osd_smoke: {what}");
-}
+mod support;
+use support::{missing, programs};
 
 #[test]
 fn bench_osd_smoke() {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_bench"));
-    let msgr = bench.with_file_name("msgr");
-    if !msgr.is_file() {
-        missing(&format!(
-            "no msgr program at {} (cargo build -p msgr)",
-            msgr.display()
-        ));
+    let Some((bench, _msgr)) = programs("bench_osd_smoke") else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("bench-osd-smoke-{}", std::process::id()));
     let out = Command::new(&bench)
         .args(["osd", "--rounds", "1", "--scale", "0.01"])
@@ -43,7 +28,7 @@ fn bench_osd_smoke() {
     let mut paths = vec!["dpdk", "posix", "simple"];
     if !out.status.success() && stderr.contains("paths that failed: dpdk: needs root") {
         // The kernel paths still ran: check them.
-        missing("the dpdk path needs root");
+        missing("bench_osd_smoke", "the dpdk path needs root");
         paths.remove(0);
     } else {
         assert!(out.status.success(), "bench osd failed: {stderr}\n{stdout}");
