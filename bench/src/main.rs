@@ -49,6 +49,7 @@ macro_rules! out {
 mod allbench;
 mod dpdklink;
 mod floor;
+mod insn;
 mod osdbench;
 mod plots;
 mod stackbench;
@@ -238,6 +239,30 @@ enum Cmd {
         #[command(flatten)]
         sides: Sides,
     },
+    /// Instructions per operation of the codec and the engine, counted by valgrind's
+    /// callgrind: stable on a noisy machine, for catching regressions.
+    ///
+    /// Workloads: encode-4k and decode-4k (a 4 KiB MOSDOp to framed bytes and back),
+    /// engine-4k and engine-0 (one message through two sans-IO engines joined in memory,
+    /// ack included). Each runs with N and 2N ops; the difference over N is one op.
+    Instructions {
+        /// Ops per workload run (N).
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=10_000_000))]
+        ops: u64,
+        /// Compare with counts saved earlier (--save); exit 1 if any workload grew by more
+        /// than --tolerance percent.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Write this run's counts (JSON: workload -> instructions per op).
+        #[arg(long)]
+        save: Option<PathBuf>,
+        /// Allowed growth against --baseline, percent.
+        #[arg(long, default_value_t = 2.0)]
+        tolerance: f64,
+    },
+    /// (internal) One instruction-count workload, run N times (under callgrind).
+    #[command(hide = true)]
+    InsnWork { what: String, n: u64 },
     /// The messenger in one process on loopback beside sockperf: ping-pong and stream over
     /// posix and simple, idle memory per connection; rounds interleaved, medians reported.
     Loopback {
@@ -338,6 +363,18 @@ fn main() -> ExitCode {
             watchdog,
             checksum_offload,
         } => vhostbench::peer_main(&socket, cpu, idle, watchdog, checksum_offload == OnOff::On),
+        Cmd::Instructions {
+            ops,
+            baseline,
+            save,
+            tolerance,
+        } => insn::run(insn::Plan {
+            n: ops,
+            baseline,
+            save,
+            tolerance,
+        }),
+        Cmd::InsnWork { what, n } => insn::work(&what, n),
         Cmd::Loopback { seconds, rounds } => loopback(seconds, rounds as usize),
         Cmd::All {
             quick,

@@ -1,4 +1,6 @@
 //! What the bench smoke tests share: how a missing prerequisite is reported.
+//! (Each test crate includes this module and uses part of it.)
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 
