@@ -19,7 +19,7 @@ use msgr::messenger::TransportKind;
 use stack::IdlePolicy;
 
 use crate::dpdklink::{markdown, Cpus, Row};
-use crate::osdbench::{self, median, pick_cpus, Phase, Point, Points};
+use crate::osdbench::{self, median, pick_cpus, Key, Phase, Point, Points};
 
 /// What `bench all` runs.
 pub(crate) struct Plan {
@@ -42,7 +42,16 @@ fn baseline_seconds(quick: bool) -> u64 {
     }
 }
 
-/// The OSD sweep `bench all` runs.
+/// Client sessions of the sessions sweep (0 B writes, 1 in flight on each).
+fn sessions(quick: bool) -> Vec<u32> {
+    if quick {
+        vec![10, 100]
+    } else {
+        vec![10, 100, 1000]
+    }
+}
+
+/// The OSD sweep `bench all` runs: sizes x ops in flight on one session.
 fn osd_plan(plan: &Plan) -> osdbench::Plan {
     let (sizes, depths, scale) = if plan.quick {
         (vec![0, 4096, 4 << 20], vec![1, 16], 0.05)
@@ -57,6 +66,7 @@ fn osd_plan(plan: &Plan) -> osdbench::Plan {
         ],
         sizes,
         depths,
+        conns: vec![1],
         rounds: plan.rounds.unwrap_or(if plan.quick { 1 } else { 3 }),
         scale: plan.scale.unwrap_or(scale),
         out: None,
@@ -71,7 +81,15 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let machine = machine(cpus);
     let secs = baseline_seconds(plan.quick);
     eprintln!("bench all: [1/3] the OSD workload over dpdk, posix and simple");
-    let sweep = osdbench::measure(&osd_plan(&plan))?;
+    let mut sweep = osdbench::measure(&osd_plan(&plan))?;
+    eprintln!("bench all: [1/3] ... and many client sessions, one op in flight on each");
+    let many = osdbench::Plan {
+        sizes: vec![0],
+        depths: vec![1],
+        conns: sessions(plan.quick),
+        ..osd_plan(&plan)
+    };
+    sweep.merge(osdbench::measure(&many)?);
     eprintln!("bench all: [2/3] the kernel TCP floor (sockperf, iperf3)");
     let floor = crate::floor::rows(secs, cpus);
     eprintln!("bench all: [3/3] the raw-link ceiling (testpmd, the bare stack) over vhost-user");
@@ -91,7 +109,7 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let _ = writeln!(
         report,
         "## OSD workload (msgr serve + msgr load)\n\n{}",
-        sweep.report
+        sweep.report()
     );
     let _ = writeln!(
         report,
@@ -170,7 +188,8 @@ fn ceiling_rows(secs: u64, cpus: Cpus) -> Vec<Row> {
             ..Row::default()
         }];
     }
-    let mut rows = crate::testpmd::rows(secs, cpus);
+    // At least 3 s: testpmd's first and last 1-s samples straddle start and stop.
+    let mut rows = crate::testpmd::rows(secs.max(3), cpus);
     let idle = if cpus.shared() {
         IdlePolicy::Yield { spins: 0 }
     } else {
@@ -213,7 +232,12 @@ impl Baselines {
 
 /// The medians of one row of the sweep.
 fn med(points: &Points, size: u64, depth: u32, path: TransportKind) -> Option<Med> {
-    let pts = points.get(&(size, depth, Phase::Write, path))?;
+    med_on(points, Key::new(size, depth, Phase::Write, path))
+}
+
+/// The medians of one row of the sweep.
+fn med_on(points: &Points, k: Key) -> Option<Med> {
+    let pts = points.get(&k)?;
     let m = |f: &dyn Fn(&Point) -> f64| median(pts.iter().map(f).collect());
     Some(Med {
         ops_s: m(&|p| p.ops_per_sec)?,
@@ -244,8 +268,9 @@ fn verdict(ok: bool) -> &'static str {
 /// in flight for rate, the largest size at the most in flight for throughput.
 pub(crate) fn claims(points: &Points, base: &Baselines) -> String {
     let mut s = String::new();
-    let sizes: Vec<u64> = points.keys().map(|k| k.0).collect();
-    let depths: Vec<u32> = points.keys().map(|k| k.1).collect();
+    let one = || points.keys().filter(|k| k.conns == 1);
+    let sizes: Vec<u64> = one().map(|k| k.size).collect();
+    let depths: Vec<u32> = one().map(|k| k.depth).collect();
     let (Some(&small), Some(&large), Some(&deep)) =
         (sizes.iter().min(), sizes.iter().max(), depths.iter().max())
     else {
@@ -300,6 +325,7 @@ pub(crate) fn claims(points: &Points, base: &Baselines) -> String {
         }
         _ => s.push_str("- large-message throughput: dpdk or posix missing\n"),
     }
+    s.push_str(&sessions_claim(points));
     if let (Some(a), Some(rt)) = (med(points, small, 1, d), base.testpmd_rt_s) {
         let _ = writeln!(
             s,
@@ -337,6 +363,46 @@ pub(crate) fn claims(points: &Points, base: &Baselines) -> String {
         );
     }
     s
+}
+
+/// How each path's latency grows with client sessions (the sessions sweep, if any): p50
+/// and p99 at one session and at the most.
+fn sessions_claim(points: &Points) -> String {
+    let Some(most) = points.keys().map(|k| k.conns).max().filter(|&n| n > 1) else {
+        return String::new();
+    };
+    let Some(k) = points.keys().find(|k| k.conns == most).copied() else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    for path in [
+        TransportKind::Dpdk,
+        TransportKind::Posix,
+        TransportKind::Simple,
+    ] {
+        let at = |n: u32| med_on(points, Key { path, ..k }.sessions(n));
+        if let (Some(a), Some(b)) = (at(1), at(most)) {
+            parts.push(format!(
+                "{} p50 {:.1} -> {:.1} us, p99 {:.1} -> {:.1} us, {:.0} -> {:.0} ops/s",
+                path.name(),
+                a.p50,
+                b.p50,
+                a.p99,
+                b.p99,
+                a.ops_s,
+                b.ops_s
+            ));
+        }
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "- sessions: from 1 to {most} client sessions ({}, {} in flight on each): {}\n",
+        osdbench::size_label(k.size),
+        k.depth,
+        parts.join("; ")
+    )
 }
 
 /// The floor and ceiling rows as CSV.
@@ -385,26 +451,35 @@ mod tests {
         let (d, x) = (TransportKind::Dpdk, TransportKind::Posix);
         // Three rounds of dpdk's ping-pong: the median (5 us / 17 us) is taken.
         p.insert(
-            (0, 1, Phase::Write, d),
+            Key::new(0, 1, Phase::Write, d),
             vec![
                 pt(1e5, 0.0, 5.0, 17.0),
                 pt(9e4, 0.0, 6.0, 30.0),
                 pt(1.4e5, 0.0, 4.0, 16.0),
             ],
         );
-        p.insert((0, 1, Phase::Write, x), vec![pt(1.2e4, 0.0, 80.0, 130.0)]);
-        p.insert((0, 16, Phase::Write, d), vec![pt(5.6e5, 0.0, 25.0, 70.0)]);
-        p.insert((0, 16, Phase::Write, x), vec![pt(1.3e5, 0.0, 120.0, 180.0)]);
         p.insert(
-            (4 << 20, 16, Phase::Write, d),
+            Key::new(0, 1, Phase::Write, x),
+            vec![pt(1.2e4, 0.0, 80.0, 130.0)],
+        );
+        p.insert(
+            Key::new(0, 16, Phase::Write, d),
+            vec![pt(5.6e5, 0.0, 25.0, 70.0)],
+        );
+        p.insert(
+            Key::new(0, 16, Phase::Write, x),
+            vec![pt(1.3e5, 0.0, 120.0, 180.0)],
+        );
+        p.insert(
+            Key::new(4 << 20, 16, Phase::Write, d),
             vec![pt(380.0, 1594.0, 9e3, 1.6e4)],
         );
         p.insert(
-            (4 << 20, 16, Phase::Write, x),
+            Key::new(4 << 20, 16, Phase::Write, x),
             vec![pt(525.0, 2200.0, 6e3, 1.7e4)],
         );
         // Read phases do not count.
-        p.insert((0, 1, Phase::Read, d), vec![pt(1.0, 0.0, 1e6, 1e6)]);
+        p.insert(Key::new(0, 1, Phase::Read, d), vec![pt(1.0, 0.0, 1e6, 1e6)]);
         p
     }
 
@@ -437,7 +512,7 @@ mod tests {
     #[test]
     fn claims_name_what_is_missing() {
         let mut p = sweep();
-        p.retain(|k, _| k.3 != TransportKind::Dpdk);
+        p.retain(|k, _| k.path != TransportKind::Dpdk);
         let c = claims(&p, &Baselines::default());
         assert!(
             c.contains("ping-pong latency: dpdk or posix missing"),

@@ -199,6 +199,12 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', default_value = "1,16,128",
               value_parser = clap::value_parser!(u32).range(1..=4096))]
         in_flight: Vec<u32>,
+        /// Client sessions (comma-separated): each a client of its own (`msgr load
+        /// --conns`), with --in-flight ops outstanding on each; more than one adds
+        /// connections.png (ops/s and latency against sessions) to --out.
+        #[arg(long, value_delimiter = ',', default_value = "1",
+              value_parser = clap::value_parser!(u32).range(1..=4096))]
+        conns: Vec<u32>,
         /// Rounds; the paths take turns within each.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
         rounds: u32,
@@ -395,6 +401,7 @@ fn main() -> ExitCode {
             paths,
             sizes,
             in_flight,
+            conns,
             rounds,
             scale,
             out,
@@ -409,6 +416,7 @@ fn main() -> ExitCode {
                     paths,
                     sizes,
                     depths: in_flight,
+                    conns,
                     rounds,
                     scale,
                     out,

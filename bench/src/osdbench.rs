@@ -33,6 +33,8 @@ pub(crate) struct Plan {
     pub(crate) paths: Vec<TransportKind>,
     pub(crate) sizes: Vec<u64>,
     pub(crate) depths: Vec<u32>,
+    /// Client sessions (each with `depths` ops in flight).
+    pub(crate) conns: Vec<u32>,
     pub(crate) rounds: u32,
     /// Multiplies every op count (0.05 for a smoke run).
     pub(crate) scale: f64,
@@ -115,8 +117,40 @@ impl Phase {
     }
 }
 
-/// Key of a table row: size, depth, phase, path.
-pub(crate) type Key = (u64, u32, Phase, TransportKind);
+/// Key of a table row (rows sort by size, sessions, ops in flight, phase, path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key {
+    pub(crate) size: u64,
+    /// Client sessions.
+    pub(crate) conns: u32,
+    /// Ops in flight on each session.
+    pub(crate) depth: u32,
+    pub(crate) phase: Phase,
+    pub(crate) path: TransportKind,
+}
+
+impl Key {
+    /// One session.
+    pub(crate) fn new(size: u64, depth: u32, phase: Phase, path: TransportKind) -> Self {
+        Self {
+            size,
+            conns: 1,
+            depth,
+            phase,
+            path,
+        }
+    }
+
+    /// The same workload on `conns` sessions.
+    pub(crate) fn sessions(self, conns: u32) -> Self {
+        Self { conns, ..self }
+    }
+
+    /// The same workload on another path.
+    pub(crate) fn on(self, path: TransportKind) -> Self {
+        Self { path, ..self }
+    }
+}
 
 /// Every run's points, by row.
 pub(crate) type Points = BTreeMap<Key, Vec<Point>>;
@@ -395,16 +429,19 @@ impl Setup<'_> {
         Ok(srv)
     }
 
-    /// One `msgr load` run against `srv`: its phases, with the server's CPU per op.
+    /// One `msgr load` run of workload `w` (its phase and path aside) against `srv`: its
+    /// phases, with the server's CPU per op.
     fn load(
         &self,
         path: TransportKind,
         srv: &Server,
-        size: u64,
-        depth: u32,
+        w: Key,
         ops: u64,
         n: usize,
     ) -> Result<Vec<(Phase, Point)>, String> {
+        let Key {
+            size, depth, conns, ..
+        } = w;
         let prefix = format!("{}-c{n}", self.tag);
         let _runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
         let cpu0 = msgr::procstat::cpu_time(Some(srv.child.id()));
@@ -415,6 +452,7 @@ impl Setup<'_> {
             .args(["load", &srv.addr, "--json", "--timeout", "30"])
             .args(["--ops", &ops.to_string(), "--size", &size.to_string()])
             .args(["--in-flight", &depth.to_string()])
+            .args(["--conns", &conns.to_string()])
             .args(["--objects", &objects_for(size, ops).to_string()])
             .output()
             .map_err(|e| format!("cannot run msgr load: {e}"))?;
@@ -501,7 +539,8 @@ pub(crate) fn is_root() -> bool {
 /// What a sweep measured: the report (header and table), every run as CSV, the points, and
 /// the paths that failed (with why).
 pub(crate) struct Sweep {
-    pub(crate) report: String,
+    /// The line above the table: machine, CPUs, rounds.
+    pub(crate) head: String,
     pub(crate) csv: String,
     pub(crate) points: Points,
     pub(crate) failed: BTreeMap<TransportKind, String>,
@@ -510,7 +549,7 @@ pub(crate) struct Sweep {
 /// `bench osd`: the sweep, printed, and written to `--out`.
 pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let sweep = measure(&plan)?;
-    out!("{}", sweep.report);
+    out!("{}", sweep.report());
     let written = plan
         .out
         .as_deref()
@@ -527,6 +566,23 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
 }
 
 impl Sweep {
+    /// The head line and the table.
+    pub(crate) fn report(&self) -> String {
+        format!("{}\n{}", self.head, table(&self.points))
+    }
+
+    /// Adds another sweep's runs (on the same machine and CPUs) to this one's.
+    pub(crate) fn merge(&mut self, other: Self) {
+        for (k, v) in other.points {
+            self.points.entry(k).or_default().extend(v);
+        }
+        self.csv
+            .extend(other.csv.lines().skip(1).map(|l| format!("{l}\n")));
+        for (p, e) in other.failed {
+            self.failed.entry(p).or_insert(e);
+        }
+    }
+
     /// "paths that failed: ..." if any did.
     pub(crate) fn failure(&self) -> Option<String> {
         if self.failed.is_empty() {
@@ -562,11 +618,11 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
     }
     let mut points: Points = BTreeMap::new();
     let mut csv = String::from(
-        "round,path,size,in_flight,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
+        "round,path,size,in_flight,conns,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
          p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op,\
          server_syscalls_per_op\n",
     );
-    let runs = plan.sizes.len() * plan.depths.len();
+    let runs = plan.sizes.len() * plan.depths.len() * plan.conns.len();
     let mut n = 0;
     for round in 1..=plan.rounds {
         for &path in &plan.paths {
@@ -590,33 +646,31 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
             };
             let mut i = 0;
             'work: for &size in &plan.sizes {
-                for &depth in &plan.depths {
-                    i += 1;
-                    n += 1;
-                    let ops = ops_for(size, depth, plan.scale);
-                    eprintln!(
-                        "bench:   [{i}/{runs}] {}: {ops} ops of {} in flight {depth}",
-                        path.name(),
-                        size_label(size)
-                    );
-                    match setup.load(path, &srv, size, depth, ops, n) {
-                        Ok(phases) => {
-                            for (phase, p) in phases {
-                                let _ = writeln!(
-                                    csv,
-                                    "{}",
-                                    csv_line(round, path, size, depth, phase, &p)
-                                );
-                                points
-                                    .entry((size, depth, phase, path))
-                                    .or_default()
-                                    .push(p);
+                for &conns in &plan.conns {
+                    for &depth in &plan.depths {
+                        i += 1;
+                        n += 1;
+                        let ops = ops_for(size, depth.saturating_mul(conns), plan.scale);
+                        eprintln!(
+                            "bench:   [{i}/{runs}] {}: {ops} ops of {}, {depth} in flight on \
+                             each of {conns} session(s)",
+                            path.name(),
+                            size_label(size)
+                        );
+                        let w = Key::new(size, depth, Phase::Write, path).sessions(conns);
+                        match setup.load(path, &srv, w, ops, n) {
+                            Ok(phases) => {
+                                for (phase, p) in phases {
+                                    let key = Key { phase, ..w };
+                                    let _ = writeln!(csv, "{}", csv_line(round, key, &p));
+                                    points.entry(key).or_default().push(p);
+                                }
                             }
-                        }
-                        Err(e) => {
-                            eprintln!("bench: {}: {e}", path.name());
-                            failed.insert(path, e);
-                            break 'work;
+                            Err(e) => {
+                                eprintln!("bench: {}: {e}", path.name());
+                                failed.insert(path, e);
+                                break 'work;
+                            }
                         }
                     }
                 }
@@ -640,7 +694,7 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
         plan.rounds
     );
     Ok(Sweep {
-        report: format!("{head}\n{}", table(&points)),
+        head,
         csv,
         points,
         failed,
@@ -649,7 +703,7 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
 
 /// The report, every run as CSV, and the plots, into `dir` (created if need be).
 pub(crate) fn write_out(dir: &Path, sweep: &Sweep) -> Result<(), String> {
-    let (report, csv, points) = (&sweep.report, &sweep.csv, &sweep.points);
+    let (report, csv, points) = (&sweep.report(), &sweep.csv, &sweep.points);
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let write = |name: &str, text: &str| {
         let f = dir.join(name);
@@ -659,26 +713,24 @@ pub(crate) fn write_out(dir: &Path, sweep: &Sweep) -> Result<(), String> {
     write("runs.csv", csv)?;
     crate::plots::throughput(points, &dir.join("throughput.png"))?;
     crate::plots::latency(points, &dir.join("latency.png"))?;
+    let sweep = crate::plots::connections(points, &dir.join("connections.png"))?;
     eprintln!(
-        "bench: table.md, runs.csv, throughput.png and latency.png in {}",
+        "bench: table.md, runs.csv, throughput.png, latency.png{} in {}",
+        if sweep { " and connections.png" } else { "" },
         dir.display()
     );
     Ok(())
 }
 
-fn csv_line(
-    round: u32,
-    path: TransportKind,
-    size: u64,
-    depth: u32,
-    phase: Phase,
-    p: &Point,
-) -> String {
+fn csv_line(round: u32, k: Key, p: &Point) -> String {
     let opt = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     format!(
-        "{round},{},{size},{depth},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{}",
-        path.name(),
-        phase.name(),
+        "{round},{},{},{},{},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{}",
+        k.path.name(),
+        k.size,
+        k.depth,
+        k.conns,
+        k.phase.name(),
         p.ops,
         p.seconds,
         p.ops_per_sec,
@@ -714,19 +766,20 @@ pub(crate) fn median(mut v: Vec<f64>) -> Option<f64> {
 /// The markdown table: a row per workload, phase and path.
 pub(crate) fn table(points: &Points) -> String {
     let mut s = String::from(
-        "| size | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us | p99.9 us \
-         | client CPU us/op | server CPU us/op | server busy us/op | server syscalls/op |\n\
-         |---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| size | sessions | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us \
+         | p99.9 us | client CPU us/op | server CPU us/op | server busy us/op \
+         | server syscalls/op |\n\
+         |---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let med = |pts: &[Point], f: &dyn Fn(&Point) -> Option<f64>| {
         median(pts.iter().filter_map(f).collect())
     };
     let cell =
         |v: Option<f64>, prec: usize| v.map_or_else(|| "-".to_owned(), |x| format!("{x:.prec$}"));
-    for (&(size, depth, phase, path), pts) in points {
+    for (&k, pts) in points {
         let rate = med(pts, &|p| Some(p.ops_per_sec));
         let posix = points
-            .get(&(size, depth, phase, TransportKind::Posix))
+            .get(&k.on(TransportKind::Posix))
             .and_then(|p| med(p, &|p| Some(p.ops_per_sec)));
         let ratio = match (rate, posix) {
             (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
@@ -734,10 +787,12 @@ pub(crate) fn table(points: &Points) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {depth} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            size_label(size),
-            phase.name(),
-            path.name(),
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            size_label(k.size),
+            k.conns,
+            k.depth,
+            k.phase.name(),
+            k.path.name(),
             cell(rate, 0),
             cell(med(pts, &|p| Some(p.mb_per_sec)), 1),
             cell(med(pts, &|p| Some(p.p50_us)), 1),
@@ -834,19 +889,25 @@ mod tests {
             ops_per_sec: r,
             ..Point::default()
         };
-        m.insert((0, 16, Phase::Read, TransportKind::Posix), vec![p(1.0)]);
         m.insert(
-            (0, 16, Phase::Write, TransportKind::Dpdk),
+            Key::new(0, 16, Phase::Read, TransportKind::Posix),
+            vec![p(1.0)],
+        );
+        m.insert(
+            Key::new(0, 16, Phase::Write, TransportKind::Dpdk),
             vec![p(400.0), p(300.0), p(500.0)],
         );
         m.insert(
-            (0, 16, Phase::Write, TransportKind::Posix),
+            Key::new(0, 16, Phase::Write, TransportKind::Posix),
             vec![p(100.0), p(200.0), p(150.0)],
         );
-        m.insert((0, 16, Phase::Write, TransportKind::Simple), vec![p(75.0)]);
+        m.insert(
+            Key::new(0, 16, Phase::Write, TransportKind::Simple),
+            vec![p(75.0)],
+        );
         let t = table(&m);
         assert!(
-            t.contains("| 0 B | 16 | write | dpdk | 400 | 2.67x |"),
+            t.contains("| 0 B | 1 | 16 | write | dpdk | 400 | 2.67x |"),
             "{t}"
         );
         assert!(t.contains("| posix | 150 | 1.00x |"), "{t}");
@@ -855,7 +916,17 @@ mod tests {
             t.find("write").unwrap() < t.find("| read").unwrap(),
             "write rows first: {t}"
         );
-        let csv = csv_line(1, TransportKind::Dpdk, 0, 16, Phase::Write, &p(400.0));
-        assert_eq!(csv.split(',').count(), 16, "{csv}");
+        let k = Key::new(0, 16, Phase::Write, TransportKind::Dpdk).sessions(10);
+        let csv = csv_line(1, k, &p(400.0));
+        assert!(csv.starts_with("1,dpdk,0,16,10,write,"), "{csv}");
+        assert_eq!(csv.split(',').count(), 17, "{csv}");
+        // Sessions sort after size, before ops in flight.
+        m.insert(k, vec![p(9.0)]);
+        let t = table(&m);
+        assert!(
+            t.find("| 0 B | 1 | 16 | write | simple |").unwrap()
+                < t.find("| 0 B | 10 | 16 | write | dpdk | 9 | - |").unwrap(),
+            "{t}"
+        );
     }
 }

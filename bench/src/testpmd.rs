@@ -61,7 +61,13 @@ pub(crate) fn rows(seconds: u64, cpus: Cpus) -> Vec<Row> {
         eprintln!("bench: {path} over vhost-user, {seconds} s...");
         let mut row = base(path);
         row.load = load;
-        match pair(&bin, mode, seconds, cpus, i) {
+        // One retry: on a loaded machine a starved testpmd can miss its whole run (a
+        // ping-pong whose single packet is lost never recovers).
+        let measured = pair(&bin, mode, seconds, cpus, i).or_else(|e| {
+            eprintln!("bench: {path}: {e}; once more");
+            pair(&bin, mode, seconds, cpus, i)
+        });
+        match measured {
             Ok(pps) => match mode {
                 Mode::PingPong => {
                     row.round_trips_s = Some(pps);

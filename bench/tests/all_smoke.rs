@@ -1,5 +1,5 @@
 //! `bench all --quick` for real, with tiny op counts: every part runs (the OSD sweep over
-//! dpdk, posix and simple; sockperf and iperf3 on loopback; testpmd and the bare stack over
+//! dpdk, posix and simple, by size and ops in flight and by client sessions; sockperf and iperf3 on loopback; testpmd and the bare stack over
 //! vhost-user), the report opens with every claim, and the files are written.
 //!
 //! Needs root (DPDK), `msgr` built beside `bench`, and sockperf, iperf3 and dpdk-testpmd on
@@ -26,7 +26,7 @@ fn bench_all_smoke() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report = std::fs::read_to_string(dir.join("report.md"));
     let csv = std::fs::read_to_string(dir.join("baselines.csv"));
-    let pngs: Vec<bool> = ["throughput.png", "latency.png"]
+    let pngs: Vec<bool> = ["throughput.png", "latency.png", "connections.png"]
         .iter()
         .map(|p| std::fs::read(dir.join(p)).is_ok_and(|b| b.starts_with(b"\x89PNG\r\n\x1a\n")))
         .collect();
@@ -48,7 +48,7 @@ fn bench_all_smoke() {
         stdout.trim(),
         "report.md is what was printed"
     );
-    assert_eq!(pngs, [true, true], "both plots were drawn");
+    assert_eq!(pngs, [true, true, true], "the plots were drawn");
     let csv = csv.expect("baselines.csv was written");
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     if !out.status.success() {
@@ -71,11 +71,12 @@ fn bench_all_smoke() {
         .take_while(|l| !l.starts_with("## "))
         .filter(|l| l.starts_with("- "))
         .collect();
-    assert_eq!(claims.len(), 6, "{stdout}");
+    assert_eq!(claims.len(), 7, "{stdout}");
     assert!(claims.iter().all(|c| !c.contains("missing")), "{claims:#?}");
     for path in ["dpdk", "posix", "simple"] {
         assert!(
-            stdout.contains(&format!("| 4 MiB | 16 | read | {path} |")),
+            stdout.contains(&format!("| 4 MiB | 1 | 16 | read | {path} |"))
+                && stdout.contains(&format!("| 0 B | 100 | 1 | write | {path} |")),
             "{stdout}"
         );
     }

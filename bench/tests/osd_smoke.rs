@@ -19,7 +19,15 @@ fn bench_osd_smoke() {
     let dir = std::env::temp_dir().join(format!("bench-osd-smoke-{}", std::process::id()));
     let out = Command::new(&bench)
         .args(["osd", "--rounds", "1", "--scale", "0.01"])
-        .args(["--sizes", "0,65536", "--in-flight", "1,16", "--out"])
+        .args([
+            "--sizes",
+            "0,65536",
+            "--in-flight",
+            "1,16",
+            "--conns",
+            "1,4",
+            "--out",
+        ])
         .arg(&dir)
         .output()
         .expect("bench runs");
@@ -33,12 +41,14 @@ fn bench_osd_smoke() {
     } else {
         assert!(out.status.success(), "bench osd failed: {stderr}\n{stdout}");
     }
-    assert!(stderr.contains("[4/4]"), "progress is shown: {stderr}");
+    assert!(stderr.contains("[8/8]"), "progress is shown: {stderr}");
     for p in &paths {
         for (size, depth) in [("0 B", 1), ("0 B", 16), ("64 KiB", 1), ("64 KiB", 16)] {
-            for phase in ["write", "read"] {
-                let row = format!("| {size} | {depth} | {phase} | {p} |");
-                assert!(stdout.contains(&row), "no row {row}: {stdout}");
+            for conns in [1, 4] {
+                for phase in ["write", "read"] {
+                    let row = format!("| {size} | {conns} | {depth} | {phase} | {p} |");
+                    assert!(stdout.contains(&row), "no row {row}: {stdout}");
+                }
             }
         }
     }
@@ -48,18 +58,20 @@ fn bench_osd_smoke() {
         stdout.contains(table.trim()),
         "table.md is the printed table"
     );
-    for png in ["throughput.png", "latency.png"] {
+    for png in ["throughput.png", "latency.png", "connections.png"] {
         let b = std::fs::read(dir.join(png)).expect("the plot was drawn");
         assert_eq!(&b[..8], b"\x89PNG\r\n\x1a\n", "{png} is a PNG");
     }
     let _ = std::fs::remove_dir_all(&dir);
     let rows: Vec<&str> = text.lines().skip(1).collect();
-    assert_eq!(rows.len(), paths.len() * 2 * 2 * 2, "{text}");
+    assert_eq!(rows.len(), paths.len() * 2 * 2 * 2 * 2, "{text}");
+    // Columns: round, path, size, in_flight, conns, phase, ops, seconds, ops_per_sec,
+    // mb_per_sec, p50, p99, p99.9, client CPU, server CPU, server busy, server syscalls.
     // Server system calls per op at one op in flight, by path and size (when perf counts).
     let mut syscalls = std::collections::BTreeMap::new();
     for r in &rows {
         let f: Vec<&str> = r.split(',').collect();
-        if let (Some(n), "1", "write") = (f[15].parse::<f64>().ok(), f[3], f[4]) {
+        if let (Some(n), "1", "1", "write") = (f[16].parse::<f64>().ok(), f[3], f[4], f[5]) {
             syscalls.insert((f[1], f[2]), n);
         }
     }
@@ -79,15 +91,15 @@ fn bench_osd_smoke() {
     }
     for r in rows {
         let f: Vec<&str> = r.split(',').collect();
-        let rate: f64 = f[7].parse().expect("ops/s");
+        let rate: f64 = f[8].parse().expect("ops/s");
         assert!(rate > 0.0, "every run moved ops: {r}");
         if f[2] == "65536" {
-            let mb: f64 = f[8].parse().expect("MB/s");
+            let mb: f64 = f[9].parse().expect("MB/s");
             assert!(mb > 0.0, "64 KiB runs moved bytes: {r}");
         }
         if f[1] == "dpdk" {
             assert!(
-                !f[14].is_empty(),
+                !f[15].is_empty(),
                 "dpdk runs report the worker's busy time: {r}"
             );
         }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use msgr::entity::{EntityAddr, EntityType};
+use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::features;
 use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, TransportKind};
 use msgr::msg::{Fsid, MCommand, Message, MessageHeader, MsgType, TypedMessage};
@@ -309,6 +309,69 @@ fn many_connections(kind: TransportKind) {
     let mut all: Vec<&Node> = servers.iter().collect();
     all.push(&client);
     shutdown_all(&all);
+}
+
+/// One messenger standing in for many clients (`connect_as`): each identity is its own
+/// session on the server (its own nonce), replies come back on the session that asked, and
+/// the registry keeps only the messenger's own session.
+fn client_identities(kind: TransportKind) {
+    let _g = begin_exclusive("client_identities", secs(60));
+    let server = NodeBuilder::server(kind, Policy::stateless_server(0)).start();
+    let client = NodeBuilder::client(kind, Policy::lossy_client(0)).start();
+    let mut conns = vec![client.connect(&server)];
+    for i in 1..16u32 {
+        conns.push(client.m.connect_as(
+            server.addr,
+            server.ty,
+            EntityName::new(EntityType::CLIENT, 1000 + i64::from(i)),
+            7000 + i,
+        ));
+    }
+    let mut streams: Vec<Stream> = conns.into_iter().map(Stream::new).collect();
+    for round in 0..5 {
+        for s in &mut streams {
+            assert!(s.send(round * 1000 + (s.id as usize % 499)));
+        }
+    }
+    wait_for("80 echoes on 16 sessions", secs(20), || {
+        streams.iter().all(|s| client.rec.got(s.id | REPLY) == 5)
+    });
+    let mut server_conns = std::collections::BTreeSet::new();
+    for s in &streams {
+        let got = server.rec.stream(s.id);
+        got.exactly(5).unwrap();
+        let back = client.rec.stream(s.id | REPLY);
+        back.exactly(5).unwrap();
+        assert!(
+            back.conns.iter().all(|&c| c == s.conn.id()),
+            "replies came back on the session that asked"
+        );
+        server_conns.insert(got.conns[0]);
+    }
+    assert_eq!(server_conns.len(), 16, "16 sessions on the server");
+    let peers: std::collections::BTreeSet<(String, u32)> = server
+        .m
+        .connections()
+        .iter()
+        .filter_map(|c| {
+            c.peer_addr()
+                .map(|a| (format!("{:?}", c.peer_type()), a.nonce))
+        })
+        .collect();
+    assert_eq!(peers.len(), 16, "16 distinct client nonces: {peers:?}");
+    assert_eq!(client.m.connections().len(), 16);
+    assert_eq!(
+        client.connect(&server).id(),
+        streams[0].conn.id(),
+        "connect_to finds the messenger's own session only"
+    );
+    // mark_down by address reaches the registered session alone.
+    client.m.mark_down(&server.addr);
+    assert!(!streams[0].conn.is_connected());
+    assert!(streams[1..].iter().all(|s| s.conn.is_connected()));
+    client.rec.assert_clean();
+    server.rec.assert_clean();
+    shutdown_all(&[&client, &server]);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1864,6 +1927,7 @@ both_transports! {
     simple => simple_posix, simple_simple;
     delivery_order_under_concurrent_drains => delivery_order_posix, delivery_order_simple;
     many_connections => many_connections_posix, many_connections_simple;
+    client_identities => client_identities_posix, client_identities_simple;
     stateless_lossy => stateless_lossy_posix, stateless_lossy_simple;
     stateful_lossless => stateful_lossless_posix, stateful_lossless_simple;
     reconnect_replay => reconnect_replay_posix, reconnect_replay_simple;
@@ -1886,6 +1950,7 @@ dpdk_transport! {
     simple => simple_dpdk;
     delivery_order_under_concurrent_drains => delivery_order_dpdk;
     many_connections => many_connections_dpdk;
+    client_identities => client_identities_dpdk;
     stateless_lossy => stateless_lossy_dpdk;
     stateful_lossless => stateful_lossless_dpdk;
     reconnect_replay => reconnect_replay_dpdk;

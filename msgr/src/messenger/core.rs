@@ -17,7 +17,7 @@ use super::dispatch::{ConnEvent, DispatchQueue, Dispatchers, Incoming};
 use super::idmap::IdMap;
 use super::perf::Perf;
 use super::transport::Transport;
-use crate::entity::{EntityAddr, EntityType};
+use crate::entity::{EntityAddr, EntityName, EntityType};
 use crate::proto::{AcceptOutcome, Config, Connection, Event, Fault};
 use crate::time::Instant;
 
@@ -140,7 +140,7 @@ impl Core {
         addr: EntityAddr,
         peer_type: EntityType,
     ) -> ConnectionRef {
-        let mut reg = self.registry();
+        let reg = self.registry();
         if let Some(c) = reg.get(&addr) {
             if !c.engine().is_closed() {
                 return ConnectionRef(Arc::clone(c));
@@ -148,6 +148,34 @@ impl Core {
         }
         let engine =
             Connection::connect(self.config(), self.now(), addr, peer_type, self.next_seed());
+        self.dial(engine, Some(reg))
+    }
+
+    /// A session to `addr` under another client identity (`name`, `nonce`), outside the
+    /// registry: see [`crate::messenger::Messenger::connect_as`].
+    pub(crate) fn connect_as(
+        self: &Arc<Self>,
+        addr: EntityAddr,
+        peer_type: EntityType,
+        name: EntityName,
+        nonce: u32,
+    ) -> ConnectionRef {
+        let mut cfg = (*self.config()).clone();
+        cfg.name = name;
+        cfg.addr.nonce = nonce;
+        let engine =
+            Connection::connect(Arc::new(cfg), self.now(), addr, peer_type, self.next_seed());
+        self.dial(engine, None)
+    }
+
+    /// Creates, places and starts an outgoing connection; registers it under its peer's
+    /// address when given the registry (held since the lookup).
+    fn dial(
+        self: &Arc<Self>,
+        engine: Connection,
+        reg: Option<MutexGuard<'_, HashMap<EntityAddr, Arc<ConnShared>>>>,
+    ) -> ConnectionRef {
+        let addr = engine.peer_addr();
         let conn = ConnShared::new(
             super::conn::next_id(),
             engine,
@@ -155,10 +183,11 @@ impl Core {
             self.transport.new_io(),
         );
         self.transport.assign(&conn);
-        reg.insert(addr, Arc::clone(&conn));
-        drop(reg);
+        if let (Some(mut reg), Some(addr)) = (reg, addr) {
+            reg.insert(addr, Arc::clone(&conn));
+        }
         self.track(&conn);
-        debug!(conn = conn.id(), %addr, "new outgoing session");
+        debug!(conn = conn.id(), ?addr, "new outgoing session");
         self.transport.connect(self, &conn);
         if self.stopping.load(Ordering::Acquire) {
             // Created while the messenger shuts down, possibly after its sweep of the live

@@ -298,6 +298,23 @@ impl Messenger {
         self.core.connect_to(addr, peer_type)
     }
 
+    /// A new client session to `addr` under another identity: entity `name` and `nonce`
+    /// instead of this messenger's. The peer sees a separate client; the session is not in
+    /// the registry (`connect_to` never returns it, `mark_down(addr)` does not reach it: use
+    /// [`ConnectionRef::mark_down`]), and every such call opens a new one. For load
+    /// generators that stand in for many clients over one transport — Ceph's
+    /// `perf_msgr_client` starts a messenger per client, which on the dpdk transport would
+    /// need a device each. Messages arrive at this messenger's dispatchers.
+    pub fn connect_as(
+        &self,
+        addr: EntityAddr,
+        peer_type: EntityType,
+        name: EntityName,
+        nonce: u32,
+    ) -> ConnectionRef {
+        self.core.connect_as(addr, peer_type, name, nonce)
+    }
+
     /// Marks down the session with `addr`, if any.
     pub fn mark_down(&self, addr: &EntityAddr) {
         self.core.mark_down_addr(addr);

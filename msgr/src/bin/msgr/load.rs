@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
-use msgr::entity::{EntityAddr, EntityType};
+use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::messenger::{ConnectionRef, Incoming};
 use msgr::msg::{MOSDOp, MOSDOpReply, MsgType, TypedMessage};
 use serde_json::json;
@@ -22,8 +22,10 @@ Run an OSD write/read workload against an OSD (`msgr serve`) and report rates an
 
 Phase 1 writes --ops objects (write_full of --size bytes) spread over --objects object names;
 phase 2 reads --ops times back over the same names and checks every byte (each object has
-its own content). Up to --in-flight ops are outstanding at once (1: ping-pong). Each phase
-prints ops/s, MB/s and latency percentiles; --json prints one JSON object instead.
+its own content). Up to --in-flight ops are outstanding at once (1: ping-pong). With
+--conns N the ops go over N client sessions, each a client of its own (own entity name and
+nonce, as N client processes would be) with up to --in-flight outstanding. Each phase prints
+ops/s, MB/s and latency percentiles; --json prints one JSON object instead.
 
 Exit status: 0 if every op succeeded and every read matched; 1 otherwise (the first
 problem is named).";
@@ -49,9 +51,14 @@ pub(crate) struct LoadArgs {
     #[arg(short = 's', long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(0..=(64 << 20)))]
     size: u32,
 
-    /// Ops outstanding at once
+    /// Ops outstanding at once (on each session)
     #[arg(short = 'q', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     in_flight: u32,
+
+    /// Client sessions, each its own client (entity name and nonce); ops go to whichever
+    /// has room
+    #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    conns: u32,
 
     /// Distinct objects [default: --ops, at most 1024]
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
@@ -184,19 +191,22 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
     let c = Client::start(net)?;
     let (conn, addr) = establish_learning_nonce(&c, a.addr, EntityType::OSD, timeout)
         .map_err(|(e, addr)| e.describe(&addr, timeout))?;
+    let conns = open_more(&c, conn, addr, a.conns, timeout)?;
     if !a.json {
         emit(&format!(
-            "LOAD {addr} (osd, {}): {} ops of {} bytes per phase, {} in flight, {objects} objects",
+            "LOAD {addr} (osd, {}): {} ops of {} bytes per phase, {} in flight on each of {} \
+             session(s), {objects} objects",
             net.transport.name(),
             a.ops,
             a.size,
-            a.in_flight
+            a.in_flight,
+            a.conns
         ))?;
     }
     let contents = Contents::new(a.size as usize);
     let mut run = Run {
         c: &c,
-        conn,
+        conns,
         addr,
         timeout,
         tid: 0,
@@ -255,6 +265,7 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
             "transport": net.transport.name(),
             "size": a.size,
             "in_flight": a.in_flight,
+            "conns": a.conns,
             "objects": objects,
         });
         for p in &phases {
@@ -272,10 +283,45 @@ fn check_result(r: &MOSDOpReply) -> Result<u64, String> {
     Ok(0)
 }
 
-/// The session and the tid counter the phases share.
+/// Opens `n - 1` more sessions to `addr` beside `first`, each a client of its own (entity
+/// name and nonce), and waits until all are open.
+fn open_more(
+    c: &Client,
+    first: ConnectionRef,
+    addr: EntityAddr,
+    n: u32,
+    timeout: Duration,
+) -> Result<Vec<ConnectionRef>> {
+    let base = c.msgr.my_addr().nonce;
+    let mut conns = vec![first];
+    for i in 1..n {
+        conns.push(c.msgr.connect_as(
+            addr,
+            EntityType::OSD,
+            EntityName::new(EntityType::CLIENT, i64::from(i)),
+            base.wrapping_add(i).max(1),
+        ));
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let open = conns.iter().filter(|c| c.is_connected()).count();
+        if open == conns.len() {
+            return Ok(conns);
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "only {open} of {n} sessions with {addr} opened within {timeout:?}"
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The sessions and the tid counter the phases share.
 struct Run<'a> {
     c: &'a Client,
-    conn: ConnectionRef,
+    conns: Vec<ConnectionRef>,
     addr: EntityAddr,
     timeout: Duration,
     tid: u64,
@@ -296,13 +342,17 @@ struct Pipeline {
 
 struct PipeState {
     name: &'static str,
-    conn: ConnectionRef,
+    conns: Vec<ConnectionRef>,
+    /// Session index by connection id.
+    index: HashMap<u64, usize>,
+    /// Ops outstanding on each session.
+    outstanding: Vec<usize>,
     features: u64,
     n: u64,
     next: u64,
     tid: u64,
-    /// tid → (sent at, object, data bytes sent).
-    pending: HashMap<u64, (Instant, u32, u64)>,
+    /// tid → (sent at, object, data bytes sent, session).
+    pending: HashMap<u64, (Instant, u32, u64, usize)>,
     lat: Vec<Duration>,
     bytes: u64,
     error: Option<String>,
@@ -311,9 +361,9 @@ struct PipeState {
 }
 
 impl PipeState {
-    /// Sends ops until `depth` are outstanding or all were sent.
-    fn fill(&mut self, depth: usize) {
-        while self.error.is_none() && self.next < self.n && self.pending.len() < depth {
+    /// Sends ops on session `s` until `depth` are outstanding there or all were sent.
+    fn fill(&mut self, s: usize, depth: usize) {
+        while self.error.is_none() && self.next < self.n && self.outstanding[s] < depth {
             let (op, j) = (self.make)(self.next);
             let sent = op.data().len() as u64;
             self.tid += 1;
@@ -321,11 +371,12 @@ impl PipeState {
                 .with_pg_num(PG_NUM)
                 .with_tid(self.tid)
                 .to_message(self.features);
-            if let Err(e) = self.conn.send_message(m) {
+            if let Err(e) = self.conns[s].send_message(m) {
                 self.error = Some(format!("{}: sending op {}: {e}", self.name, self.next));
                 return;
             }
-            self.pending.insert(self.tid, (Instant::now(), j, sent));
+            self.pending.insert(self.tid, (Instant::now(), j, sent, s));
+            self.outstanding[s] += 1;
             self.next += 1;
         }
     }
@@ -346,15 +397,17 @@ impl Pipeline {
             return None;
         }
         let tid = m.msg.header.tid;
-        let Some((at, j, sent)) = st.pending.remove(&tid) else {
+        let on = st.index.get(&m.conn.id()).copied();
+        let Some((at, j, sent, s)) = st.pending.remove(&tid).filter(|p| Some(p.3) == on) else {
             st.error = Some(format!(
-                "{}: a reply to tid {tid}, which is not outstanding",
+                "{}: a reply to tid {tid}, which is not outstanding on that session",
                 st.name
             ));
             self.progress.notify_all();
             return None;
         };
         st.lat.push(at.elapsed());
+        st.outstanding[s] -= 1;
         let name = st.name;
         match MOSDOpReply::decode(m.msg)
             .map_err(|e| format!("undecodable MOSDOpReply: {e}"))
@@ -363,7 +416,7 @@ impl Pipeline {
             Ok(got) => st.bytes += sent + got,
             Err(e) => st.error = Some(format!("{name}: {e}")),
         }
-        st.fill(depth);
+        st.fill(s, depth);
         if st.finished() || st.lat.len().is_multiple_of(1024) {
             self.progress.notify_all();
         }
@@ -386,12 +439,19 @@ impl Run<'_> {
         let pipe = Arc::new(Pipeline {
             st: Mutex::new(PipeState {
                 name,
-                conn: self.conn.clone(),
-                features: self.conn.features(),
+                index: self
+                    .conns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.id(), i))
+                    .collect(),
+                outstanding: vec![0; self.conns.len()],
+                conns: self.conns.clone(),
+                features: self.conns[0].features(),
                 n,
                 next: 0,
                 tid: self.tid,
-                pending: HashMap::with_capacity(depth),
+                pending: HashMap::with_capacity(depth * self.conns.len()),
                 lat: Vec::with_capacity(usize::try_from(n).unwrap_or(0)),
                 bytes: 0,
                 error: None,
@@ -406,7 +466,9 @@ impl Run<'_> {
         let cpu0 = msgr::procstat::cpu_time(None);
         let t0 = Instant::now();
         let mut st = pipe.st.lock().unwrap_or_else(|e| e.into_inner());
-        st.fill(depth);
+        for s in 0..st.conns.len() {
+            st.fill(s, depth);
+        }
         // Wait for the end; fail if no reply comes for `timeout`.
         let mut seen = st.lat.len();
         let mut last = Instant::now();
