@@ -19,7 +19,7 @@ use msgr::messenger::TransportKind;
 use stack::IdlePolicy;
 
 use crate::dpdklink::{markdown, Cpus, Row};
-use crate::osdbench::{self, median, pick_cpus, Key, Phase, Point, Points};
+use crate::osdbench::{self, median, Key, Phase, Point, Points};
 
 /// What `bench all` runs.
 pub(crate) struct Plan {
@@ -76,9 +76,14 @@ fn osd_plan(plan: &Plan) -> osdbench::Plan {
 
 pub(crate) fn run(plan: Plan) -> Result<(), String> {
     let started = Instant::now();
-    let cpus = pick_cpus(&plan.sides.cpus, &crate::dpdklink::allowed_cpus())?;
+    let place = osdbench::Placement::from_args(&plan.sides, &crate::dpdklink::allowed_cpus())?;
+    // The baselines run one thread per side, on each side's first CPU.
+    let cpus = Cpus {
+        a: place.server[0],
+        b: place.client[0],
+    };
     // Before anything runs: EAL (the bare stack's run, in this process) pins the thread.
-    let machine = machine(cpus);
+    let machine = machine(&place);
     let secs = baseline_seconds(plan.quick);
     eprintln!("bench all: [1/3] the OSD workload over dpdk, posix and simple");
     let mut sweep = osdbench::measure(&osd_plan(&plan))?;
@@ -154,7 +159,7 @@ pub(crate) fn run(plan: Plan) -> Result<(), String> {
     }
 }
 
-fn machine(cpus: Cpus) -> String {
+fn machine(place: &osdbench::Placement) -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -164,17 +169,12 @@ fn machine(cpus: Cpus) -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     format!(
-        "Machine: {} ({} CPUs online, {} allowed); servers on CPU {}, clients on CPU {}{}.",
+        "Machine: {} ({} CPUs online, {} allowed); {}; the baselines (sockperf, iperf3, \
+         testpmd, the bare stack) run one thread per side on each side's first CPU.",
         model,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         crate::dpdklink::allowed_cpus().len(),
-        cpus.a,
-        cpus.b,
-        if cpus.shared() {
-            " (one CPU: both sides share it; dpdk workers yield when idle)"
-        } else {
-            ""
-        }
+        place.describe()
     )
 }
 

@@ -297,6 +297,17 @@ pub(crate) struct Sides {
     /// has 65536).
     #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
     pub(crate) mtu: u16,
+    /// Network workers on each side: posix threads; dpdk queues of the vhost-user pair, one
+    /// lcore each (sessions spread over them).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) workers: u16,
+    /// The server's CPUs, a list such as 2-5 or 2,4 (its workers go on them in turn);
+    /// instead of --cpus' first.
+    #[arg(long)]
+    pub(crate) server_cpus: Option<String>,
+    /// The client's CPUs, likewise; instead of --cpus' second.
+    #[arg(long)]
+    pub(crate) client_cpus: Option<String>,
 }
 
 /// A switch.

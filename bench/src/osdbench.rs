@@ -307,11 +307,111 @@ impl Drop for Server {
 const EAL: &str = "--no-huge -m 1024 --no-pci --no-telemetry";
 const SERVER_IP: &str = "10.78.0.1";
 
+/// Where each side runs: its CPUs, and its network workers (posix threads; dpdk queues,
+/// one lcore each, placed on the side's CPUs in turn).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Placement {
+    pub(crate) server: Vec<u32>,
+    pub(crate) client: Vec<u32>,
+    pub(crate) workers: u16,
+}
+
+impl Placement {
+    /// From the command line: `--server-cpus`/`--client-cpus` lists, else `--cpus`' pair
+    /// (else the first two CPUs allowed), each CPU checked against `allowed`.
+    pub(crate) fn from_args(sides: &crate::Sides, allowed: &[u32]) -> Result<Self, String> {
+        let pair = pick_cpus(&sides.cpus, allowed)?;
+        let list = |flag: &str, given: &Option<String>, default: u32| match given {
+            None => Ok(vec![default]),
+            Some(text) => {
+                let cpus = parse_cpus(text).map_err(|e| format!("{flag} {text:?}: {e}"))?;
+                match cpus.iter().find(|c| !allowed.contains(c)) {
+                    Some(c) => Err(format!(
+                        "{flag}: CPU {c} is not one this process may use ({allowed:?})"
+                    )),
+                    None => Ok(cpus),
+                }
+            }
+        };
+        Ok(Self {
+            server: list("--server-cpus", &sides.server_cpus, pair.a)?,
+            client: list("--client-cpus", &sides.client_cpus, pair.b)?,
+            workers: sides.workers,
+        })
+    }
+
+    fn cpus(&self, server: bool) -> &[u32] {
+        if server {
+            &self.server
+        } else {
+            &self.client
+        }
+    }
+
+    /// Whether a busy-polling worker would share its CPU with another (the sides overlap,
+    /// or a side has fewer CPUs than workers): then dpdk workers yield when idle.
+    pub(crate) fn crowded(&self) -> bool {
+        let w = usize::from(self.workers);
+        self.server.iter().any(|c| self.client.contains(c))
+            || self.server.len() < w
+            || self.client.len() < w
+    }
+
+    /// EAL's `--lcores`: lcore i on the side's CPU i (in turn).
+    fn lcores(&self, server: bool) -> String {
+        let cpus = self.cpus(server);
+        (0..usize::from(self.workers))
+            .map(|i| format!("{i}@{}", cpus[i % cpus.len()]))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// For the report: "server on CPU 0, client on CPU 1" and the workers.
+    pub(crate) fn describe(&self) -> String {
+        let l = |v: &[u32]| v.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        format!(
+            "server on CPU {}, client on CPU {}, {} network worker(s) per side{}",
+            l(&self.server),
+            l(&self.client),
+            self.workers,
+            if self.crowded() {
+                " (workers share CPUs: dpdk workers yield when idle)"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+/// A CPU list as the kernel writes them: "0-3,8".
+pub(crate) fn parse_cpus(text: &str) -> Result<Vec<u32>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("{t:?} is not a CPU number"))
+        };
+        match part.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (num(lo)?, num(hi)?);
+                if lo > hi || hi - lo >= 1024 {
+                    return Err(format!("{part:?} is not a range"));
+                }
+                out.extend(lo..=hi);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
 /// Where the processes of a path run.
 struct Setup<'a> {
     msgr: &'a Path,
     dir: &'a Path,
-    cpus: Cpus,
+    place: Placement,
     tag: String,
     mtu: u16,
 }
@@ -319,29 +419,30 @@ struct Setup<'a> {
 impl Setup<'_> {
     /// `msgr [global args]` for one side of a path; pinned with taskset on the kernel paths.
     fn command(&self, path: TransportKind, server: bool, prefix: &str) -> Command {
-        let cpu = if server { self.cpus.a } else { self.cpus.b };
+        let queues = self.place.workers;
         let mut c = match path {
             TransportKind::Dpdk => {
                 let vdev = if server {
                     format!(
-                        "--vdev=net_vhost0,iface={},client=1,queues=1",
+                        "--vdev=net_vhost0,iface={},client=1,queues={queues}",
                         self.dir.join("vh.sock").display()
                     )
                 } else {
                     format!(
-                        "--vdev=net_virtio_user0,path={},server=1,queues=1",
+                        "--vdev=net_virtio_user0,path={},server=1,queues={queues}",
                         self.dir.join("vh.sock").display()
                     )
                 };
                 let mut c = Command::new(self.msgr);
-                let idle = if self.cpus.shared() {
+                let idle = if self.place.crowded() {
                     "yield:0"
                 } else {
                     "busy"
                 };
                 c.args(["--transport", "dpdk", "--idle", idle, "--eal"])
                     .arg(format!(
-                        "{EAL} --file-prefix {prefix} --lcores 0@{cpu} {vdev}"
+                        "{EAL} --file-prefix {prefix} --lcores {} {vdev}",
+                        self.place.lcores(server)
                     ))
                     .arg("--ip")
                     .arg(if server {
@@ -355,8 +456,10 @@ impl Setup<'_> {
                 c
             }
             TransportKind::Posix | TransportKind::Simple => {
+                let cpus: Vec<String> =
+                    self.place.cpus(server).iter().map(u32::to_string).collect();
                 let mut c = Command::new("taskset");
-                c.args(["-c", &cpu.to_string()])
+                c.args(["-c", &cpus.join(",")])
                     .arg(self.msgr)
                     .args(["--transport", path.name()]);
                 c
@@ -375,10 +478,11 @@ impl Setup<'_> {
             _ => "v1:127.0.0.1:0".to_owned(),
         };
         let mut c = self.command(path, true, &prefix);
+        let workers = self.place.workers.to_string();
         c.args([
             "serve",
             "--workers",
-            "1",
+            &workers,
             "--run-for",
             "86400",
             "--bind",
@@ -453,6 +557,7 @@ impl Setup<'_> {
             .args(["--ops", &ops.to_string(), "--size", &size.to_string()])
             .args(["--in-flight", &depth.to_string()])
             .args(["--conns", &conns.to_string()])
+            .args(["--workers", &self.place.workers.to_string()])
             .args(["--objects", &objects_for(size, ops).to_string()])
             .output()
             .map_err(|e| format!("cannot run msgr load: {e}"))?;
@@ -601,12 +706,12 @@ impl Sweep {
 /// turns within a round. A path that fails is reported and left out of later rounds.
 pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
     let msgr = find_msgr(plan.sides.msgr.clone())?;
-    let cpus = pick_cpus(&plan.sides.cpus, &crate::dpdklink::allowed_cpus())?;
+    let place = Placement::from_args(&plan.sides, &crate::dpdklink::allowed_cpus())?;
     let dir = TempDir::create("osd")?;
     let setup = Setup {
         msgr: &msgr,
         dir: &dir.path,
-        cpus,
+        place: place.clone(),
         tag: format!("msgr-bosd{}", std::process::id()),
         mtu: plan.sides.mtu,
     };
@@ -630,11 +735,10 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
                 continue;
             }
             eprintln!(
-                "bench: round {round}/{}: {} server on CPU {}, client on CPU {}",
+                "bench: round {round}/{}: {}: {}",
                 plan.rounds,
                 path.name(),
-                cpus.a,
-                cpus.b
+                place.describe()
             );
             let srv = match setup.start_server(path) {
                 Ok(s) => s,
@@ -681,16 +785,10 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
     let mut head = String::new();
     let _ = writeln!(
         head,
-        "machine: {} CPUs allowed; server on CPU {}, client on CPU {}{}; {} interleaved rounds; \
-         figures are medians over the rounds, 'vs posix' the ratio of medians (ops/s)",
+        "machine: {} CPUs allowed; {}; {} interleaved rounds; figures are medians over the \
+         rounds, 'vs posix' the ratio of medians (ops/s)",
         crate::dpdklink::allowed_cpus().len(),
-        cpus.a,
-        cpus.b,
-        if cpus.shared() {
-            " (one CPU: both sides share it, dpdk workers yield)"
-        } else {
-            ""
-        },
+        place.describe(),
         plan.rounds
     );
     Ok(Sweep {
@@ -837,6 +935,44 @@ mod tests {
         let d: Value = serde_json::json!({"dpdk": {"workers": [{"busy_us": 5}, {"busy_us": 7}]}});
         assert_eq!(busy_us(&d), Some(12));
         assert_eq!(busy_us(&serde_json::json!({"msgr": {}})), None);
+    }
+
+    #[test]
+    fn placement_from_lists() {
+        let sides = |cpus: Vec<u32>, s: Option<&str>, c: Option<&str>, workers| crate::Sides {
+            msgr: None,
+            cpus,
+            mtu: 1500,
+            workers,
+            server_cpus: s.map(str::to_owned),
+            client_cpus: c.map(str::to_owned),
+        };
+        let all: Vec<u32> = (0..8).collect();
+        let p = Placement::from_args(&sides(vec![], None, None, 1), &all).unwrap();
+        assert_eq!((p.server.clone(), p.client.clone()), (vec![0], vec![1]));
+        assert!(!p.crowded());
+        assert_eq!(p.lcores(true), "0@0");
+        let p = Placement::from_args(&sides(vec![], Some("2-3"), Some("4,6"), 2), &all).unwrap();
+        assert_eq!(p.lcores(true), "0@2,1@3");
+        assert_eq!(p.lcores(false), "0@4,1@6");
+        assert!(!p.crowded());
+        assert!(p
+            .describe()
+            .contains("server on CPU 2,3, client on CPU 4,6, 2 network"));
+        // Three workers on two CPUs share them: dpdk workers must yield.
+        let p = Placement::from_args(&sides(vec![], Some("2-3"), Some("4-6"), 3), &all).unwrap();
+        assert_eq!(p.lcores(true), "0@2,1@3,2@2");
+        assert!(p.crowded());
+        // Overlapping sides share CPUs too.
+        let p = Placement::from_args(&sides(vec![], Some("1-2"), Some("2-3"), 2), &all).unwrap();
+        assert!(p.crowded());
+        let e = Placement::from_args(&sides(vec![], Some("7-9"), None, 1), &all).unwrap_err();
+        assert!(e.contains("--server-cpus: CPU 8"), "{e}");
+        let e = Placement::from_args(&sides(vec![], None, Some("x"), 1), &all).unwrap_err();
+        assert!(e.contains("--client-cpus \"x\""), "{e}");
+        assert_eq!(parse_cpus("0-2,5"), Ok(vec![0, 1, 2, 5]));
+        assert!(parse_cpus("3-1").is_err());
+        assert!(parse_cpus("").is_err());
     }
 
     #[test]

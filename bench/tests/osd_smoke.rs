@@ -104,4 +104,33 @@ fn bench_osd_smoke() {
             );
         }
     }
+
+    // Two workers a side (dpdk: two queues of the vhost-user pair, two lcores; posix: two
+    // threads), sessions spread over them.
+    let out = Command::new(&bench)
+        .args(["osd", "--rounds", "1", "--scale", "0.01", "--paths"])
+        .arg(paths.join(","))
+        .args([
+            "--sizes",
+            "4096",
+            "--in-flight",
+            "4",
+            "--conns",
+            "6",
+            "--workers",
+            "2",
+        ])
+        .output()
+        .expect("bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench osd --workers 2 failed: {stderr}\n{stdout}"
+    );
+    assert!(stdout.contains("2 network worker(s) per side"), "{stdout}");
+    for p in &paths {
+        let row = format!("| 4 KiB | 6 | 4 | read | {p} |");
+        assert!(stdout.contains(&row), "no row {row}: {stdout}");
+    }
 }

@@ -73,12 +73,17 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn start(net: &Net) -> Result<Self, String> {
+        Self::with_workers(net, 1)
+    }
+
+    /// A client whose messenger has `workers` network threads (posix) or queues (dpdk).
+    pub(crate) fn with_workers(net: &Net, workers: usize) -> Result<Self, String> {
         let transport = net.transport;
         let msgr = net
             .builder(
                 EntityName::new(EntityType::CLIENT, EntityName::NEW),
                 random_nonce(),
-                Some(1),
+                Some(workers),
             )
             .build();
         msgr.set_default_policy(Policy::lossy_client(0));

@@ -55,6 +55,11 @@ pub(crate) struct LoadArgs {
     #[arg(short = 'q', long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=4096))]
     in_flight: u32,
 
+    /// Network workers: posix threads, or dpdk queues (one lcore each, from --eal's
+    /// --lcores); sessions are spread over them
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=128))]
+    workers: u16,
+
     /// Client sessions, each its own client (entity name and nonce); ops go to whichever
     /// has room
     #[arg(short = 'c', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
@@ -188,7 +193,7 @@ pub(crate) fn run(a: LoadArgs, net: &Net) -> Result<()> {
     let objects = a
         .objects
         .unwrap_or_else(|| u32::try_from(a.ops.min(1024)).unwrap_or(1024));
-    let c = Client::start(net)?;
+    let c = Client::with_workers(net, usize::from(a.workers))?;
     let (conn, addr) = establish_learning_nonce(&c, a.addr, EntityType::OSD, timeout)
         .map_err(|(e, addr)| e.describe(&addr, timeout))?;
     let conns = open_more(&c, conn, addr, a.conns, timeout)?;
