@@ -97,6 +97,9 @@ pub(crate) struct Point {
     pub(crate) server_busy_us_per_op: Option<f64>,
     /// System calls the server made per op (perf's raw_syscalls tracepoint), over the run.
     pub(crate) server_syscalls_per_op: Option<f64>,
+    /// System calls the client made per op: its whole run's, less those of a one-op run
+    /// (start-up: EAL, the session) on the same path in the same round.
+    pub(crate) client_syscalls_per_op: Option<f64>,
     /// The latency distribution: (percentile, microseconds) pairs.
     pub(crate) cdf: Vec<(f64, f64)>,
 }
@@ -214,6 +217,33 @@ pub(crate) fn parse_perf_count(out: &str) -> Option<u64> {
         .find(|l| l.contains("raw_syscalls:sys_enter"))
         .and_then(|l| l.split(',').next())
         .and_then(|c| c.trim().parse().ok())
+}
+
+/// `c` run under `perf stat`, its system calls counted into `out`.
+fn counted(c: &Command, out: &Path) -> Command {
+    let mut w = Command::new("perf");
+    w.args(["stat", "-e", "raw_syscalls:sys_enter", "-x", ",", "-o"])
+        .arg(out)
+        .arg("--")
+        .arg(c.get_program())
+        .args(c.get_args());
+    w
+}
+
+/// Whether `perf stat` can count system calls here (installed, permitted, tracepoint).
+fn perf_counts(dir: &Path) -> bool {
+    let out = dir.join("perf-check.txt");
+    let mut probe = Command::new("true");
+    probe.arg("probe");
+    counted(&probe, &out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+        && std::fs::read_to_string(&out)
+            .ok()
+            .and_then(|t| parse_perf_count(&t))
+            .is_some()
 }
 
 /// `perf stat` counting one process's system calls until stopped.
@@ -414,6 +444,8 @@ struct Setup<'a> {
     place: Placement,
     tag: String,
     mtu: u16,
+    /// `perf stat` counts system calls here.
+    perf: bool,
 }
 
 impl Setup<'_> {
@@ -542,25 +574,14 @@ impl Setup<'_> {
         w: Key,
         ops: u64,
         n: usize,
+        startup: Option<u64>,
     ) -> Result<Vec<(Phase, Point)>, String> {
-        let Key {
-            size, depth, conns, ..
-        } = w;
         let prefix = format!("{}-c{n}", self.tag);
         let _runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
         let cpu0 = msgr::procstat::cpu_time(Some(srv.child.id()));
         let busy0 = srv.perf_dump().as_ref().and_then(busy_us);
         let sys = SyscallCount::start(srv.child.id(), self.dir.join("syscalls.txt"));
-        let out = self
-            .command(path, false, &prefix)
-            .args(["load", &srv.addr, "--json", "--timeout", "30"])
-            .args(["--ops", &ops.to_string(), "--size", &size.to_string()])
-            .args(["--in-flight", &depth.to_string()])
-            .args(["--conns", &conns.to_string()])
-            .args(["--workers", &self.place.workers.to_string()])
-            .args(["--objects", &objects_for(size, ops).to_string()])
-            .output()
-            .map_err(|e| format!("cannot run msgr load: {e}"))?;
+        let (out, client_syscalls) = self.run_load(path, srv, w, ops, &prefix)?;
         let syscalls = sys.and_then(SyscallCount::finish);
         if !out.status.success() {
             return Err(format!("msgr load failed: {}", last_line(&out.stderr)));
@@ -580,8 +601,55 @@ impl Setup<'_> {
             p.server_cpu_us_per_op = cpu;
             p.server_busy_us_per_op = busy;
             p.server_syscalls_per_op = syscalls.map(|n| n as f64 / all_ops as f64);
+            p.client_syscalls_per_op = client_syscalls
+                .zip(startup)
+                .map(|(n, s)| n.saturating_sub(s) as f64 / all_ops as f64);
         }
         Ok(phases)
+    }
+
+    /// `msgr load` of workload `w` (`ops` per phase) against `srv`: its output, and the
+    /// system calls it made when perf counts them.
+    fn run_load(
+        &self,
+        path: TransportKind,
+        srv: &Server,
+        w: Key,
+        ops: u64,
+        prefix: &str,
+    ) -> Result<(std::process::Output, Option<u64>), String> {
+        let mut c = self.command(path, false, prefix);
+        c.args(["load", &srv.addr, "--json", "--timeout", "30"])
+            .args(["--ops", &ops.to_string(), "--size", &w.size.to_string()])
+            .args(["--in-flight", &w.depth.to_string()])
+            .args(["--conns", &w.conns.to_string()])
+            .args(["--workers", &self.place.workers.to_string()])
+            .args(["--objects", &objects_for(w.size, ops).to_string()]);
+        let counts = self.dir.join("client-syscalls.txt");
+        let _ = std::fs::remove_file(&counts);
+        let mut c = if self.perf { counted(&c, &counts) } else { c };
+        let out = c
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run msgr load: {e}"))?;
+        let n = std::fs::read_to_string(&counts)
+            .ok()
+            .and_then(|t| parse_perf_count(&t));
+        Ok((out, n))
+    }
+
+    /// The system calls of a one-op run on `path` (a client's start-up and session).
+    fn startup_syscalls(&self, path: TransportKind, srv: &Server, n: usize) -> Option<u64> {
+        if !self.perf {
+            return None;
+        }
+        let prefix = format!("{}-c{n}s", self.tag);
+        let _runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
+        let w = Key::new(0, 1, Phase::Write, path);
+        match self.run_load(path, srv, w, 1, &prefix) {
+            Ok((out, n)) if out.status.success() => n,
+            _ => None,
+        }
     }
 }
 
@@ -714,7 +782,11 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
         place: place.clone(),
         tag: format!("msgr-bosd{}", std::process::id()),
         mtu: plan.sides.mtu,
+        perf: perf_counts(&dir.path),
     };
+    if !setup.perf {
+        eprintln!("bench: perf cannot count system calls here: no syscalls/op figures");
+    }
     let mut failed: BTreeMap<TransportKind, String> = BTreeMap::new();
     for &p in &plan.paths {
         if let Some(why) = precheck(p) {
@@ -725,7 +797,7 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
     let mut csv = String::from(
         "round,path,size,in_flight,conns,phase,ops,seconds,ops_per_sec,mb_per_sec,p50_us,p99_us,\
          p999_us,client_cpu_us_per_op,server_cpu_us_per_op,server_busy_us_per_op,\
-         server_syscalls_per_op\n",
+         server_syscalls_per_op,client_syscalls_per_op\n",
     );
     let runs = plan.sizes.len() * plan.depths.len() * plan.conns.len();
     let mut n = 0;
@@ -748,6 +820,8 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
                     continue;
                 }
             };
+            n += 1;
+            let startup = setup.startup_syscalls(path, &srv, n);
             let mut i = 0;
             'work: for &size in &plan.sizes {
                 for &conns in &plan.conns {
@@ -762,7 +836,7 @@ pub(crate) fn measure(plan: &Plan) -> Result<Sweep, String> {
                             size_label(size)
                         );
                         let w = Key::new(size, depth, Phase::Write, path).sessions(conns);
-                        match setup.load(path, &srv, w, ops, n) {
+                        match setup.load(path, &srv, w, ops, n, startup) {
                             Ok(phases) => {
                                 for (phase, p) in phases {
                                     let key = Key { phase, ..w };
@@ -823,7 +897,7 @@ pub(crate) fn write_out(dir: &Path, sweep: &Sweep) -> Result<(), String> {
 fn csv_line(round: u32, k: Key, p: &Point) -> String {
     let opt = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     format!(
-        "{round},{},{},{},{},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{}",
+        "{round},{},{},{},{},{},{},{:.6},{:.1},{:.3},{:.2},{:.2},{:.2},{},{},{},{},{}",
         k.path.name(),
         k.size,
         k.depth,
@@ -840,6 +914,7 @@ fn csv_line(round: u32, k: Key, p: &Point) -> String {
         opt(p.server_cpu_us_per_op),
         opt(p.server_busy_us_per_op),
         opt(p.server_syscalls_per_op),
+        opt(p.client_syscalls_per_op),
     )
 }
 
@@ -866,8 +941,8 @@ pub(crate) fn table(points: &Points) -> String {
     let mut s = String::from(
         "| size | sessions | in flight | phase | path | ops/s | vs posix | MB/s | p50 us | p99 us \
          | p99.9 us | client CPU us/op | server CPU us/op | server busy us/op \
-         | server syscalls/op |\n\
-         |---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         | server syscalls/op | client syscalls/op |\n\
+         |---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let med = |pts: &[Point], f: &dyn Fn(&Point) -> Option<f64>| {
         median(pts.iter().filter_map(f).collect())
@@ -885,7 +960,7 @@ pub(crate) fn table(points: &Points) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {ratio} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             size_label(k.size),
             k.conns,
             k.depth,
@@ -900,6 +975,7 @@ pub(crate) fn table(points: &Points) -> String {
             cell(med(pts, &|p| p.server_cpu_us_per_op), 2),
             cell(med(pts, &|p| p.server_busy_us_per_op), 2),
             cell(med(pts, &|p| p.server_syscalls_per_op), 3),
+            cell(med(pts, &|p| p.client_syscalls_per_op), 3),
         );
     }
     s
@@ -1055,7 +1131,7 @@ mod tests {
         let k = Key::new(0, 16, Phase::Write, TransportKind::Dpdk).sessions(10);
         let csv = csv_line(1, k, &p(400.0));
         assert!(csv.starts_with("1,dpdk,0,16,10,write,"), "{csv}");
-        assert_eq!(csv.split(',').count(), 17, "{csv}");
+        assert_eq!(csv.split(',').count(), 18, "{csv}");
         // Sessions sort after size, before ops in flight.
         m.insert(k, vec![p(9.0)]);
         let t = table(&m);
