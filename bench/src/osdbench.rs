@@ -413,28 +413,12 @@ impl Placement {
     }
 }
 
-/// A CPU list as the kernel writes them: "0-3,8".
+/// A CPU list as the kernel writes them: "0-3,8" (not empty).
 pub(crate) fn parse_cpus(text: &str) -> Result<Vec<u32>, String> {
-    let mut out = Vec::new();
-    for part in text.split(',').map(str::trim) {
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|_| format!("{t:?} is not a CPU number"))
-        };
-        match part.split_once('-') {
-            Some((lo, hi)) => {
-                let (lo, hi) = (num(lo)?, num(hi)?);
-                if lo > hi || hi - lo >= 1024 {
-                    return Err(format!("{part:?} is not a range"));
-                }
-                out.extend(lo..=hi);
-            }
-            None => out.push(num(part)?),
-        }
+    match host::roots::parse_cpu_list(text)? {
+        v if v.is_empty() => Err("no CPUs".into()),
+        v => Ok(v),
     }
-    out.dedup();
-    Ok(out)
 }
 
 /// Where the processes of a path run.
@@ -521,30 +505,38 @@ impl Setup<'_> {
             &bind,
         ])
         .arg("--admin-socket")
-        .arg(&asok)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .arg(&asok);
+        // Its log goes to a file: a pipe nobody drains would stall the server once full (a
+        // line per session: a thousand sessions fill one).
+        let log_path = self.dir.join(format!("{}-server.log", path.name()));
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        c.stdout(Stdio::piped()).stderr(log);
         let mut child = c
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.msgr.display()))?;
         let runtime = (path == TransportKind::Dpdk).then(|| RuntimeDir::new(&prefix));
-        // The first line says where it listens: "listening on v1:IP:PORT/NONCE".
+        // The first line says where it listens: "listening on v1:IP:PORT/NONCE". The rest
+        // of stdout is drained until the server exits.
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut r = BufReader::new(stdout);
             let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = r.read_line(&mut line);
             let _ = tx.send(line);
+            let _ = std::io::copy(&mut r, &mut std::io::sink());
         });
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         let addr = line.split_whitespace().nth(2).unwrap_or("").to_owned();
         if addr.is_empty() {
             let _ = child.kill();
-            let out = child.wait_with_output().map_err(|e| e.to_string())?;
+            let _ = child.wait();
+            let log = std::fs::read(&log_path).unwrap_or_default();
             return Err(format!(
                 "{} server did not start: {}",
                 path.name(),
-                last_line(&out.stderr)
+                last_line(&log)
             ));
         }
         let srv = Server {
@@ -698,16 +690,7 @@ fn precheck(path: TransportKind) -> Option<String> {
     }
 }
 
-pub(crate) fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
+pub(crate) use host::is_root;
 
 /// What a sweep measured: the report (header and table), every run as CSV, the points, and
 /// the paths that failed (with why).

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Args;
+use hdrhistogram::Histogram;
 use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::messenger::{ConnectionRef, Incoming};
 use msgr::msg::{MOSDOp, MOSDOpReply, MsgType, TypedMessage};
@@ -87,8 +88,14 @@ struct Phase {
     /// CPU time this process used over the phase (user + system, all threads), if the
     /// system tells it.
     cpu: Option<Duration>,
-    /// Per-op latency, sorted.
-    lat: Vec<Duration>,
+    /// Per-op latency, nanoseconds (3 significant digits).
+    lat: Histogram<u64>,
+}
+
+/// An empty latency histogram: 1 ns to an hour, 3 significant digits (HdrHistogram's
+/// fixed-size buckets: memory does not grow with the op count).
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
 /// Percentiles of the latency distribution in `--json` output.
@@ -101,8 +108,14 @@ impl Phase {
         if self.lat.is_empty() {
             return Duration::ZERO;
         }
-        let i = ((p / 100.0) * (self.lat.len() - 1) as f64).round() as usize;
-        self.lat[i.min(self.lat.len() - 1)]
+        let ns = if p >= 100.0 {
+            self.lat.max()
+        } else if p <= 0.0 {
+            self.lat.min()
+        } else {
+            self.lat.value_at_quantile(p / 100.0)
+        };
+        Duration::from_nanos(ns)
     }
 
     fn ops_per_sec(&self) -> f64 {
@@ -358,7 +371,9 @@ struct PipeState {
     tid: u64,
     /// tid → (sent at, object, data bytes sent, session).
     pending: HashMap<u64, (Instant, u32, u64, usize)>,
-    lat: Vec<Duration>,
+    /// Latency of each op done (nanoseconds), and how many are done.
+    lat: Histogram<u64>,
+    done: u64,
     bytes: u64,
     error: Option<String>,
     make: MakeOp<'static>,
@@ -387,7 +402,7 @@ impl PipeState {
     }
 
     fn finished(&self) -> bool {
-        self.error.is_some() || self.lat.len() as u64 == self.n
+        self.error.is_some() || self.done == self.n
     }
 }
 
@@ -411,7 +426,9 @@ impl Pipeline {
             self.progress.notify_all();
             return None;
         };
-        st.lat.push(at.elapsed());
+        let ns = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        st.lat.saturating_record(ns.max(1));
+        st.done += 1;
         st.outstanding[s] -= 1;
         let name = st.name;
         match MOSDOpReply::decode(m.msg)
@@ -422,7 +439,7 @@ impl Pipeline {
             Err(e) => st.error = Some(format!("{name}: {e}")),
         }
         st.fill(s, depth);
-        if st.finished() || st.lat.len().is_multiple_of(1024) {
+        if st.finished() || st.done.is_multiple_of(1024) {
             self.progress.notify_all();
         }
         None
@@ -457,7 +474,8 @@ impl Run<'_> {
                 next: 0,
                 tid: self.tid,
                 pending: HashMap::with_capacity(depth * self.conns.len()),
-                lat: Vec::with_capacity(usize::try_from(n).unwrap_or(0)),
+                lat: histogram(),
+                done: 0,
                 bytes: 0,
                 error: None,
                 make,
@@ -475,7 +493,7 @@ impl Run<'_> {
             st.fill(s, depth);
         }
         // Wait for the end; fail if no reply comes for `timeout`.
-        let mut seen = st.lat.len();
+        let mut seen = st.done;
         let mut last = Instant::now();
         while !st.finished() {
             let (g, _) = pipe
@@ -483,8 +501,8 @@ impl Run<'_> {
                 .wait_timeout(st, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner());
             st = g;
-            if st.lat.len() != seen {
-                seen = st.lat.len();
+            if st.done != seen {
+                seen = st.done;
                 last = Instant::now();
             } else if last.elapsed() >= self.timeout {
                 st.error = Some(format!(
@@ -493,7 +511,7 @@ impl Run<'_> {
                     self.addr,
                     self.timeout,
                     st.pending.len(),
-                    st.lat.len()
+                    st.done
                 ));
             }
         }
@@ -503,14 +521,13 @@ impl Run<'_> {
             .map(|(b, a)| b.saturating_sub(a));
         self.tid = st.tid;
         let error = st.error.take();
-        let mut lat = std::mem::take(&mut st.lat);
+        let lat = std::mem::replace(&mut st.lat, histogram());
         let bytes = st.bytes;
         drop(st);
         self.c.set_handler(None);
         if let Some(e) = error {
             return Err(e.into());
         }
-        lat.sort_unstable();
         Ok(Phase {
             name,
             ops: n,
