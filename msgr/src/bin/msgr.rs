@@ -18,6 +18,8 @@
 // The subcommands live in src/bin/msgr/ (a binary root's modules resolve next to it).
 #[path = "msgr/client.rs"]
 mod client;
+#[path = "msgr/config.rs"]
+mod config;
 #[path = "msgr/load.rs"]
 mod load;
 #[path = "msgr/monmap.rs"]
@@ -355,6 +357,14 @@ fn command_of(rendered: &str) -> String {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    if let Command::Serve(serve::ServeArgs {
+        config: Some(path),
+        check,
+        ..
+    }) = &cli.command
+    {
+        return from_config(path, *check);
+    }
     let default_level = match cli.command {
         Command::Serve(_) => LogLevel::Info,
         _ => LogLevel::Error,
@@ -368,6 +378,42 @@ fn run(cli: Cli) -> Result<()> {
         Command::Monmap(a) => monmap::run(a, &net),
         Command::Admin(a) => admin(a),
     }
+}
+
+/// `serve --config FILE [--check]`: the file's command line, checked, then run (or printed).
+fn from_config(path: &std::path::Path, check: bool) -> Result<()> {
+    // With --config the file says everything: other options would be a second source.
+    let extra: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "serve" && a != "--check" && a != "--config")
+        .filter(|a| std::path::Path::new(a) != path && !a.starts_with("--config="))
+        .collect();
+    if !extra.is_empty() {
+        return Err(Failure::usage(format!(
+            "with --config every setting comes from the file; not also {}",
+            extra.join(" ")
+        )));
+    }
+    let args = config::command_line(path).map_err(Failure::usage)?;
+    let cli = Cli::try_parse_from(std::iter::once("msgr".to_owned()).chain(args.iter().cloned()))
+        .map_err(|e| {
+        Failure::usage(format!(
+            "config {}: {}",
+            path.display(),
+            one_line(&e.to_string())
+        ))
+    })?;
+    let level = cli.global.log_level.unwrap_or(LogLevel::Info);
+    net::Net::from_args(&cli.global, level)
+        .map_err(|f| Failure::usage(format!("config {}: {}", path.display(), f.msg)))?;
+    if check {
+        return emit(&format!(
+            "config {}: OK\n{}",
+            path.display(),
+            config::shell_line(&args)
+        ));
+    }
+    run(cli)
 }
 
 fn init_logging(level: Option<LogLevel>, default: LogLevel) {

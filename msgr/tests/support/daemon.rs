@@ -43,6 +43,16 @@ impl Daemon {
     /// NS` must exec msgr, so that the child is msgr itself).
     pub(crate) fn launch(dir: TempDir, wrapper: &[&str], bind: &str, args: &[&str]) -> Self {
         let asok = dir.path().join("osd.asok");
+        let asok_s = asok.to_string_lossy().into_owned();
+        let mut all = vec!["serve", "--bind", bind, "--admin-socket", &asok_s];
+        all.extend(["--run-for", "600"]);
+        all.extend(args);
+        Self::spawn(dir, wrapper, &all, asok)
+    }
+
+    /// `WRAPPER... msgr ARGS` (a `serve` command line whose admin socket is `asok`), waited
+    /// for as [`Daemon::launch`] does: e.g. `serve --config FILE`, as a service starts it.
+    pub(crate) fn spawn(dir: TempDir, wrapper: &[&str], args: &[&str], asok: PathBuf) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
         let log = dir
             .path()
@@ -56,10 +66,6 @@ impl Daemon {
             None => Command::new(MSGR),
         };
         let mut child = cmd
-            .args(["serve", "--bind", bind])
-            .arg("--admin-socket")
-            .arg(&asok)
-            .args(["--run-for", "600"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -10,7 +10,7 @@ use msgr::admin::{AdminServer, Handler};
 use msgr::entity::{EntityName, EntityType};
 use msgr::messenger::{CaptureConfig, Messenger, TransportKind};
 use msgr::osd::{ObjectStore, OsdDispatcher};
-use msgr::proto::Policy;
+use msgr::proto::{Policy, Throttle};
 use serde_json::{json, Value};
 use tracing::info;
 
@@ -48,8 +48,39 @@ behind that way is replaced at the next start.";
 #[derive(Args, Debug)]
 pub(crate) struct ServeArgs {
     /// The address to listen on: v1:IP:PORT[/NONCE] (port 0: any free port)
-    #[arg(long, value_name = "ADDR", value_parser = parse_peer_addr)]
-    bind: PeerAddr,
+    #[arg(long, value_name = "ADDR", value_parser = parse_peer_addr, required_unless_present = "config")]
+    bind: Option<PeerAddr>,
+
+    /// Take every setting from this TOML file (see /usr/share/doc or deploy/msgr.example.toml);
+    /// no other options then, but --check
+    #[arg(long, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
+    /// With --config: check the file and print the command line it stands for; start nothing
+    #[arg(long, requires = "config")]
+    pub(crate) check: bool,
+
+    /// Bytes of messages queued for dispatch before the sockets stop being read
+    /// (ms_dispatch_throttle_bytes; 0: no limit)
+    #[arg(long, value_name = "BYTES", default_value_t = 100 << 20)]
+    dispatch_throttle_bytes: u64,
+
+    /// Client messages in flight in the daemon before their sockets stop being read
+    /// (osd_client_message_cap; 0: no limit)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    client_message_cap: u64,
+
+    /// Client message bytes in flight before their sockets stop being read
+    /// (osd_client_message_size_cap; 0: no limit)
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    client_bytes_cap: u64,
+
+    /// A peer type's policy, TYPE=PRESET (repeatable): TYPE client, mon, mgr, osd or mds;
+    /// PRESET one of Ceph's: stateless_server, stateless_registered_server, stateful_server,
+    /// lossy_client, lossless_client, lossless_peer, lossless_peer_reuse [default: an OSD's
+    /// public messenger: client stateless_registered_server, mon and mgr lossy_client]
+    #[arg(long, value_name = "TYPE=PRESET", value_parser = parse_policy)]
+    policy: Vec<(EntityType, String)>,
 
     /// Our entity name: osd.N, or mon.N to take monitor handshakes
     #[arg(long, default_value = "osd.0", value_parser = parse_entity_name)]
@@ -103,8 +134,11 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
             a.name
         )));
     }
-    let nonce = a.nonce.unwrap_or(if a.bind.explicit_nonce {
-        a.bind.addr.nonce
+    let bind = a
+        .bind
+        .ok_or_else(|| Failure::usage("serve needs --bind (or --config)"))?;
+    let nonce = a.nonce.unwrap_or(if bind.explicit_nonce {
+        bind.addr.nonce
     } else if is_mon {
         0
     } else {
@@ -113,6 +147,7 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
     let msgr = Arc::new(
         net.builder(a.name, nonce, a.workers.map(usize::from))
             .inject_socket_failures(a.inject_socket_failures)
+            .dispatch_throttle_bytes(a.dispatch_throttle_bytes)
             .build(),
     );
     if is_mon {
@@ -120,17 +155,26 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
         msgr.set_default_policy(Policy::stateless_server(0));
         msgr.set_policy(EntityType::MON, Policy::lossless_peer_reuse(0));
     } else {
-        // Ceph's OSD public messenger.
-        msgr.set_default_policy(Policy::stateless_registered_server(0));
+        // Ceph's OSD public messenger, with its client throttles.
+        msgr.set_default_policy(client_throttled(&a, Policy::stateless_registered_server(0)));
         msgr.set_policy(EntityType::MON, Policy::lossy_client(0));
         msgr.set_policy(EntityType::MGR, Policy::lossy_client(0));
     }
+    for (ty, preset) in &a.policy {
+        let p = preset_policy(preset).unwrap_or_else(|| Policy::stateless_server(0));
+        if *ty == EntityType::CLIENT {
+            // Clients take the default policy, and with it the client throttles.
+            msgr.set_default_policy(client_throttled(&a, p));
+        } else {
+            msgr.set_policy(*ty, p);
+        }
+    }
     let osd = Arc::new(OsdDispatcher::new(Arc::new(ObjectStore::new())));
     msgr.add_dispatcher_tail(Arc::clone(&osd) as _);
-    let want = a.bind.socket();
+    let want = bind.socket();
     let addr = msgr
         .bind(want)
-        .map_err(|e| format!("cannot bind {}: {e}", a.bind.addr))?;
+        .map_err(|e| format!("cannot bind {}: {e}", bind.addr))?;
     if a.pcap.is_some() && transport != TransportKind::Dpdk {
         return Err(Failure::usage(
             "--pcap captures the dpdk transport's frames; on the kernel transports use tcpdump",
@@ -189,6 +233,57 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
         "msgr serve stopped"
     );
     Ok(())
+}
+
+/// `p` with the client throttles (osd_client_message_cap and _size_cap) of `a`.
+fn client_throttled(a: &ServeArgs, mut p: Policy) -> Policy {
+    p.throttles.messages = (a.client_message_cap > 0)
+        .then(|| Throttle::new("osd_client_messages", a.client_message_cap));
+    p.throttles.bytes =
+        (a.client_bytes_cap > 0).then(|| Throttle::new("osd_client_bytes", a.client_bytes_cap));
+    p
+}
+
+/// Ceph's policy presets, by name.
+fn preset_policy(name: &str) -> Option<Policy> {
+    Some(match name {
+        "stateless_server" => Policy::stateless_server(0),
+        "stateless_registered_server" => Policy::stateless_registered_server(0),
+        "stateful_server" => Policy::stateful_server(0),
+        "lossy_client" => Policy::lossy_client(0),
+        "lossless_client" => Policy::lossless_client(0),
+        "lossless_peer" => Policy::lossless_peer(0),
+        "lossless_peer_reuse" => Policy::lossless_peer_reuse(0),
+        _ => return None,
+    })
+}
+
+/// `TYPE=PRESET` for --policy.
+pub(crate) fn parse_policy(s: &str) -> std::result::Result<(EntityType, String), String> {
+    let (ty, preset) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: give TYPE=PRESET, e.g. client=stateless_server"))?;
+    let ty = match ty.trim() {
+        "client" => EntityType::CLIENT,
+        "mon" => EntityType::MON,
+        "mgr" => EntityType::MGR,
+        "osd" => EntityType::OSD,
+        "mds" => EntityType::MDS,
+        other => {
+            return Err(format!(
+                "{other:?}: the peer type is client, mon, mgr, osd or mds"
+            ))
+        }
+    };
+    let preset = preset.trim();
+    if preset_policy(preset).is_none() {
+        return Err(format!(
+            "{preset:?}: the preset is stateless_server, stateless_registered_server, \
+             stateful_server, lossy_client, lossless_client, lossless_peer or \
+             lossless_peer_reuse"
+        ));
+    }
+    Ok((ty, preset.to_owned()))
 }
 
 /// What the admin socket's handler reads.
