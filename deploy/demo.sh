@@ -9,6 +9,7 @@
 #   deploy/demo.sh v1:IP:PORT      only (1), against a running monitor
 #   BENCH=0 deploy/demo.sh         only (1)
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
 . deploy/lib.sh

@@ -17,6 +17,7 @@
 # Targets are built with optimizations plus debug assertions and overflow checks
 # (cargo-fuzz's default), once for all targets; each run then reuses that build.
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 # Plain `shellcheck` does not follow sourced files; `shellcheck -x` checks lib.sh too.
 # shellcheck source=deploy/lib.sh disable=SC1091

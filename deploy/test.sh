@@ -6,6 +6,7 @@
 #   deploy/test.sh            everything
 #   FUZZ_SECONDS=0 deploy/test.sh   skip the fuzzing pass
 set -euo pipefail
+case "${1:-}" in -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;; esac
 cd "$(dirname "$0")/.."
 # shellcheck source=deploy/lib.sh
 . deploy/lib.sh
