@@ -52,6 +52,7 @@ mod floor;
 mod insn;
 mod osdbench;
 mod plots;
+mod soak;
 mod stackbench;
 mod testpmd;
 mod vhostbench;
@@ -269,6 +270,45 @@ enum Cmd {
     /// (internal) One instruction-count workload, run N times (under callgrind).
     #[command(hide = true)]
     InsnWork { what: String, n: u64 },
+    /// A messenger under fire: many sessions, random sizes, injected socket failures and
+    /// mark_downs, every message's order and data checked at the receiver.
+    ///
+    /// One process: a lossless server and a client standing in for --conns clients, on
+    /// the chosen transport (dpdk: its workers and userspace stack on an in-memory switch).
+    /// Reports sent, delivered, lost, duplicated, reordered, corrupt, discarded by mark_down,
+    /// reconnects, faults by cause and resident memory; exit 1 on any loss, duplicate,
+    /// reordering or corruption, a stall, or memory growing over 10% after the warm-up.
+    Soak {
+        #[arg(long, default_value = "posix")]
+        transport: TransportKind,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// Stop after this many messages instead (0: only --seconds).
+        #[arg(long, default_value_t = 0)]
+        messages: u64,
+        /// Client sessions.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        conns: u64,
+        /// Every Nth socket read or write fails, on both sides (0: never).
+        #[arg(long, default_value_t = 200)]
+        inject: u64,
+        /// Mark a random session down (and open another) every N messages (0: never).
+        #[arg(long, default_value_t = 5000)]
+        mark_down_every: u64,
+        /// Largest message, bytes.
+        #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(0..=(64 << 20)))]
+        max_size: u64,
+        /// Seed of the random choices.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Memory growth is measured from this many seconds in.
+        #[arg(long, default_value_t = 120.0)]
+        warmup: f64,
+        /// One JSON object instead of the text report.
+        #[arg(long)]
+        json: bool,
+    },
     /// The messenger in one process on loopback beside sockperf: ping-pong and stream over
     /// posix and simple, idle memory per connection; rounds interleaved, medians reported.
     Loopback {
@@ -392,6 +432,43 @@ fn main() -> ExitCode {
             tolerance,
         }),
         Cmd::InsnWork { what, n } => insn::work(&what, n),
+        Cmd::Soak {
+            transport,
+            seconds,
+            messages,
+            conns,
+            inject,
+            mark_down_every,
+            max_size,
+            seed,
+            warmup,
+            json,
+        } => {
+            if !(seconds.is_finite() && seconds > 0.0 && warmup.is_finite() && warmup >= 0.0) {
+                Err("--seconds must be above 0 and --warmup at least 0".into())
+            } else {
+                soak::run(&soak::Plan {
+                    transport,
+                    seconds,
+                    messages,
+                    conns: conns as usize,
+                    inject,
+                    mark_down_every,
+                    max_size: max_size as usize,
+                    seed,
+                    warmup: Duration::from_secs_f64(warmup),
+                    json,
+                })
+                .and_then(|(report, ok)| {
+                    out!("{report}");
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("soak failed (see the report)".into())
+                    }
+                })
+            }
+        }
         Cmd::Loopback { seconds, rounds } => loopback(seconds, rounds as usize),
         Cmd::All {
             quick,

@@ -319,6 +319,9 @@ struct Conn {
     started: Instant,
     /// The application closed or reset it (so its end is no refusal).
     by_us: bool,
+    /// The application is done with it ([`NetStack::release`]): whatever still arrives is
+    /// discarded, and it is forgotten once closed (TIME-WAIT included).
+    released: bool,
 }
 
 struct Shard<F> {
@@ -369,6 +372,9 @@ const EGRESS_PASSES: usize = 64;
 
 /// Packets wait this long for an ARP answer.
 const UNRESOLVED_WAIT: Duration = Duration::from_secs(1);
+/// How long a released connection may wait for its peer before it is dropped
+/// ([`NetStack::release`]).
+pub const RELEASE_LINGER: Duration = Duration::from_secs(10);
 /// At most this many packets wait for ARP answers.
 const UNRESOLVED_MAX: usize = 256;
 /// ARP requests for one address are this far apart at least.
@@ -938,6 +944,7 @@ impl<P: Port> NetStack<P> {
             want_write: false,
             started: self.now,
             by_us: false,
+            released: false,
         }))
     }
 
@@ -1095,6 +1102,29 @@ impl<P: Port> NetStack<P> {
     pub fn close(&mut self, id: ConnId) -> Result<(), StackError> {
         self.mark_by_us(id);
         self.with_socket(id, |s| s.close())
+    }
+
+    /// The application is done with the connection and will not read it again (a
+    /// messenger dropping a failed or finished session): FIN if nothing arrived unread,
+    /// else RST — what Linux's `close` does —, then whatever still arrives is discarded,
+    /// and the connection (its buffers) is freed once closed, TIME-WAIT included, or after
+    /// [`RELEASE_LINGER`] without a word from the peer. Without this a closed socket whose
+    /// peer's last bytes were never read would hold its buffers for good.
+    pub fn release(&mut self, id: ConnId) -> Result<(), StackError> {
+        self.mark_by_us(id);
+        if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
+            if c.gen == id.gen {
+                c.released = true;
+            }
+        }
+        self.with_socket(id, |s| {
+            s.set_timeout(Some(RELEASE_LINGER));
+            if s.recv_queue() > 0 {
+                s.abort();
+            } else {
+                s.close();
+            }
+        })
     }
 
     /// Resets the connection; `Closed` follows.
@@ -1411,6 +1441,7 @@ impl<P: Port> NetStack<P> {
                 want_write: false,
                 started: self.now,
                 by_us: false,
+                released: false,
             });
         }
         // Connection changes.
@@ -1425,9 +1456,14 @@ impl<P: Port> NetStack<P> {
             let id = ConnId { idx, gen: c.gen };
             let sh = &mut self.shards[i];
             let s = sh.sockets.get_mut::<tcp::Socket<'_>>(c.handle);
+            if c.released && s.recv_queue() > 0 {
+                // Nobody reads a released connection: drop what arrives.
+                let _ = s.recv(|b| (b.len(), ()));
+            }
             let state = s.state();
             let gone = match state {
                 tcp::State::Closed | tcp::State::Listen => true,
+                tcp::State::TimeWait if c.released => true,
                 // Our FIN went first, then the peer's: what the peer sent before its FIN
                 // may still be unread (often the last segment carries the FIN). It stays
                 // readable; the connection ends when the application has drained it.

@@ -718,7 +718,7 @@ impl WorkerState {
             (false, _) => TransportError::Io,
         };
         e.connecting = false;
-        e.rx.clear();
+        drop_input(&mut e.rx);
         e.tx.clear();
         let conn = Arc::clone(&e.conn);
         conn.engine().handle_transport_error(self.now, kind);
@@ -767,9 +767,9 @@ impl WorkerState {
         if let Some(e) = self.conns.get_mut(&t) {
             if let Some(s) = e.sock.take() {
                 self.by_sock.remove(&s);
-                let _ = st.close(s);
+                let _ = st.release(s);
             }
-            e.rx.clear();
+            drop_input(&mut e.rx);
             e.tx.clear();
             e.blocked = false;
             e.connecting = false;
@@ -1105,6 +1105,16 @@ impl<P: Port> Handler<P> for WorkerState {
         }
         any |= self.fire_timers(st);
         any
+    }
+}
+
+/// Empties a receive buffer whose socket is gone; a large one gives its memory back (a
+/// session waiting to reconnect, or one that never will, must not pin megabytes).
+fn drop_input(rx: &mut BytesMut) {
+    if rx.capacity() > 64 * 1024 {
+        *rx = BytesMut::new();
+    } else {
+        rx.clear();
     }
 }
 

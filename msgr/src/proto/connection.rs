@@ -1310,7 +1310,16 @@ impl Connection {
             return;
         }
         if seq - in_seq > 1 {
-            warn!(seq, in_seq, "missed message? sequence skipped ahead");
+            if in_seq == 0 {
+                // A peer whose session was reset starts from a random sequence number
+                // (Ceph's randomize_out_seq, with MSG_AUTH): expected, not a gap.
+                debug!(
+                    seq,
+                    "first message of the session starts at a random sequence"
+                );
+            } else {
+                warn!(seq, in_seq, "missed message? sequence skipped ahead");
+            }
         }
         self.session.in_seq = seq;
         if !self.policy.lossy {
