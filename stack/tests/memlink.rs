@@ -204,6 +204,41 @@ fn handshake_echo_and_close() {
     assert_eq!(net.b.connections(), 0);
 }
 
+/// A connection the application drops without reading what the peer last sent is freed,
+/// not kept: with `close` it would sit in TIME-WAIT (its FIN went first) until drained;
+/// `release` resets it (unread data: what Linux's close does) and forgets it at once. A
+/// released connection with nothing unread ends with a FIN, and whatever the peer still
+/// sends is discarded until it closes too.
+#[test]
+fn released_connections_are_freed() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    net.b.listen(PORT).unwrap();
+    let pairs = connect_n(&mut net, 2);
+    // 1: data arrives at A and is never read; A releases: RST, both sides gone.
+    let (ca, cb) = pairs[0];
+    net.b.send(cb, b"never read").unwrap();
+    net.run_until(Duration::from_secs(5), |net| net.a.recv_queue(ca) == Ok(10));
+    net.a.release(ca).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.ev_a.contains(&StackEvent::Closed(ca)) && net.ev_b.contains(&StackEvent::Closed(cb))
+    });
+    // 2: nothing unread; A releases (FIN); B keeps sending, then closes: A discards it all
+    // and is gone once B's FIN came (no TIME-WAIT kept for a released connection).
+    let (ca, cb) = pairs[1];
+    net.a.release(ca).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.b.peer_closed(cb) == Ok(true)
+    });
+    net.b.send(cb, &[7u8; 3000]).unwrap();
+    net.b.close(cb).unwrap();
+    net.run_until(Duration::from_secs(5), |net| {
+        net.ev_a.contains(&StackEvent::Closed(ca)) && net.ev_b.contains(&StackEvent::Closed(cb))
+    });
+    assert_eq!(net.a.connections(), 0, "nothing held on A");
+    assert_eq!(net.b.connections(), 0);
+    assert_eq!(net.a.recv_queue(ca), Err(StackError::NoSuchConnection));
+}
+
 #[test]
 fn connect_to_a_closed_port_is_refused() {
     let mut net = Net::new(LinkConfig::default(), |_| {});
