@@ -432,6 +432,23 @@ fn main() -> ExitCode {
             tolerance,
         }),
         Cmd::InsnWork { what, n } => insn::work(&what, n),
+        Cmd::Soak { .. } if std::env::var_os("GLIBC_TUNABLES").is_none() => {
+            // Soak the configuration the service runs (deploy/systemd/msgr@.service).
+            use std::os::unix::process::CommandExt as _;
+            let err = std::env::current_exe().map_or_else(
+                |e| e,
+                |exe| {
+                    Command::new(exe)
+                        .args(std::env::args_os().skip(1))
+                        .env("GLIBC_TUNABLES", soak::MALLOC_TUNABLES)
+                        .exec()
+                },
+            );
+            Err(format!(
+                "cannot re-run with GLIBC_TUNABLES={}: {err}",
+                soak::MALLOC_TUNABLES
+            ))
+        }
         Cmd::Soak {
             transport,
             seconds,

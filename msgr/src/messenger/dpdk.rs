@@ -757,8 +757,11 @@ impl WorkerState {
             }
             Err(err) => {
                 debug!(conn = conn.id(), error = %err, "connect failed");
-                conn.engine()
-                    .handle_transport_error(self.now, TransportError::ConnectFailed);
+                let mut engine = conn.engine();
+                engine.handle_transport_error(self.now, TransportError::ConnectFailed);
+                // The engine backs off and redials on its timer: arm it here, as no pass
+                // follows this one (without it the session waited forever).
+                driver::set_deadline(&mut self.timers, t, &mut e.deadline, engine.poll_timeout());
             }
         }
     }
