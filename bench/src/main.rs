@@ -511,24 +511,21 @@ fn main() -> ExitCode {
             scale,
             out,
             sides,
-        } => {
-            if let Err(e) = check_scale(scale) {
-                Err(e)
-            } else if sizes.iter().any(|&s| s > 64 << 20) {
-                Err("--sizes: at most 64 MiB (msgr load's limit)".into())
-            } else {
-                osdbench::run(osdbench::Plan {
-                    paths,
-                    sizes,
-                    depths: in_flight,
-                    conns,
-                    rounds,
-                    scale,
-                    out,
-                    sides,
-                })
+        } => check_scale(scale).and_then(|()| {
+            if sizes.iter().any(|&s| s > 64 << 20) {
+                return Err("--sizes: at most 64 MiB (msgr load's limit)".into());
             }
-        }
+            osdbench::run(osdbench::Plan {
+                paths,
+                sizes,
+                depths: in_flight,
+                conns,
+                rounds,
+                scale,
+                out,
+                sides,
+            })
+        }),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -859,10 +856,8 @@ fn stream(kind: TransportKind, size: usize, window: usize, seconds: f64) -> Resu
 }
 
 fn rss_kib() -> Result<u64, String> {
-    let s = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    msgr::procstat::memory_kib()
+        .map(|(rss, _)| rss)
         .ok_or_else(|| "no VmRSS in /proc/self/status".into())
 }
 

@@ -274,16 +274,9 @@ struct Session {
     unacked_bytes: u64,
 }
 
-/// Resident memory of this process (VmRSS, VmHWM), KiB.
+/// Resident memory of this process now and at its peak, KiB (0 if unknown).
 fn memory() -> (u64, u64) {
-    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let kib = |key: &str| {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (kib("VmRSS:"), kib("VmHWM:"))
+    msgr::procstat::memory_kib().unwrap_or((0, 0))
 }
 
 fn build(

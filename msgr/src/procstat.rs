@@ -28,9 +28,30 @@ pub fn parse_cpu(stat: &str) -> Option<Duration> {
     ))
 }
 
+/// This process's resident memory now and at its peak (`VmRSS`, `VmHWM` of
+/// /proc/self/status), KiB; `None` off Linux.
+pub fn memory_kib() -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    Some((kib("VmRSS:")?, kib("VmHWM:")?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_of_this_process() {
+        let (rss, peak) = memory_kib().expect("Linux reports VmRSS and VmHWM");
+        assert!(rss > 0 && peak >= rss, "{rss} {peak}");
+    }
 
     #[test]
     fn cpu_time_from_a_stat_line() {

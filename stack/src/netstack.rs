@@ -896,6 +896,13 @@ impl<P: Port> NetStack<P> {
         }
     }
 
+    fn conn_mut(&mut self, id: ConnId) -> Result<&mut Conn, StackError> {
+        match self.slab.get_mut(id.idx as usize) {
+            Some(Some(c)) if c.gen == id.gen => Ok(c),
+            _ => Err(StackError::NoSuchConnection),
+        }
+    }
+
     /// Opens a connection to `remote` from a local port whose replies the device steers to
     /// this worker's queue.
     pub fn connect(&mut self, remote: IpEndpoint) -> Result<ConnId, StackError> {
@@ -1111,11 +1118,9 @@ impl<P: Port> NetStack<P> {
     /// [`RELEASE_LINGER`] without a word from the peer. Without this a closed socket whose
     /// peer's last bytes were never read would hold its buffers for good.
     pub fn release(&mut self, id: ConnId) -> Result<(), StackError> {
-        self.mark_by_us(id);
-        if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
-            if c.gen == id.gen {
-                c.released = true;
-            }
+        if let Ok(c) = self.conn_mut(id) {
+            c.by_us = true;
+            c.released = true;
         }
         self.with_socket(id, |s| {
             s.set_timeout(Some(RELEASE_LINGER));
@@ -1134,10 +1139,8 @@ impl<P: Port> NetStack<P> {
     }
 
     fn mark_by_us(&mut self, id: ConnId) {
-        if let Some(Some(c)) = self.slab.get_mut(id.idx as usize) {
-            if c.gen == id.gen {
-                c.by_us = true;
-            }
+        if let Ok(c) = self.conn_mut(id) {
+            c.by_us = true;
         }
     }
 

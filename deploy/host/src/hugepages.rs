@@ -265,20 +265,16 @@ pub fn reserve_plan(roots: &Roots, req: &Request) -> Result<Vec<Action>, String>
         if req.pages > 0 && !mounts(roots).iter().any(|m| serves(m, req.size, default)) {
             actions.push(Action::Mkdir { path: dir.clone() });
             let opt = format!("pagesize={}", req.size.short());
-            actions.push(Action::Run {
-                argv: [
-                    "mount",
-                    "-t",
-                    "hugetlbfs",
-                    "-o",
-                    opt.as_str(),
-                    "hugetlbfs",
-                    &dir.to_string_lossy(),
-                ]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
-            });
+            let target = dir.to_string_lossy();
+            actions.push(Action::run(&[
+                "mount",
+                "-t",
+                "hugetlbfs",
+                "-o",
+                &opt,
+                "hugetlbfs",
+                &target,
+            ]));
         }
     }
     if req.persist {
@@ -302,12 +298,7 @@ pub fn reserve_plan(roots: &Roots, req: &Request) -> Result<Vec<Action>, String>
         let old = std::fs::read_to_string(&conf).unwrap_or_default();
         let new = set_conf(&old, &req.size.conf_key(), &value);
         if new != old {
-            if !conf.parent().is_some_and(std::path::Path::exists) {
-                actions.push(Action::Mkdir {
-                    path: roots.etc.join("dpdk"),
-                });
-            }
-            actions.push(Action::write(conf, new));
+            actions.extend(crate::plan::write_file(conf, new));
         }
     }
     Ok(actions)

@@ -262,14 +262,7 @@ pub fn records(roots: &Roots) -> Result<serde_json::Map<String, Value>, String> 
 
 fn record_actions(roots: &Roots, m: &serde_json::Map<String, Value>) -> Vec<Action> {
     let text = serde_json::to_string_pretty(&Value::Object(m.clone())).unwrap_or_default() + "\n";
-    let mut v = Vec::new();
-    if !roots.state.exists() {
-        v.push(Action::Mkdir {
-            path: roots.state.clone(),
-        });
-    }
-    v.push(Action::write(record_path(roots), text));
-    v
+    crate::plan::write_file(record_path(roots), text)
 }
 
 /// What `bind` is asked.
@@ -444,14 +437,7 @@ fn interfaces_plan(roots: &Roots, pci: &str, driver: Option<&str>) -> Vec<Action
     if new == old || (old.is_empty() && driver.is_none()) {
         return Vec::new();
     }
-    let mut v = Vec::new();
-    if !path.parent().is_some_and(std::path::Path::exists) {
-        v.push(Action::Mkdir {
-            path: roots.etc.join("dpdk"),
-        });
-    }
-    v.push(Action::write(path, new));
-    v
+    crate::plan::write_file(path, new)
 }
 
 #[cfg(test)]

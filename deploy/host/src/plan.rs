@@ -30,6 +30,18 @@ impl Action {
     }
 }
 
+/// Writing `value` to `path`, its directory created first if it does not exist yet.
+pub fn write_file(path: PathBuf, value: impl Into<String>) -> Vec<Action> {
+    let mut v = Vec::new();
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        v.push(Action::Mkdir {
+            path: dir.to_path_buf(),
+        });
+    }
+    v.push(Action::write(path, value));
+    v
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

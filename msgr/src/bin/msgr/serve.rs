@@ -80,7 +80,7 @@ pub(crate) struct ServeArgs {
     /// lossy_client, lossless_client, lossless_peer, lossless_peer_reuse [default: an OSD's
     /// public messenger: client stateless_registered_server, mon and mgr lossy_client]
     #[arg(long, value_name = "TYPE=PRESET", value_parser = parse_policy)]
-    policy: Vec<(EntityType, String)>,
+    policy: Vec<(EntityType, Policy)>,
 
     /// Our entity name: osd.N, or mon.N to take monitor handshakes
     #[arg(long, default_value = "osd.0", value_parser = parse_entity_name)]
@@ -160,8 +160,8 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
         msgr.set_policy(EntityType::MON, Policy::lossy_client(0));
         msgr.set_policy(EntityType::MGR, Policy::lossy_client(0));
     }
-    for (ty, preset) in &a.policy {
-        let p = preset_policy(preset).unwrap_or_else(|| Policy::stateless_server(0));
+    for (ty, policy) in &a.policy {
+        let p = policy.clone();
         if *ty == EntityType::CLIENT {
             // Clients take the default policy, and with it the client throttles.
             msgr.set_default_policy(client_throttled(&a, p));
@@ -259,7 +259,7 @@ fn preset_policy(name: &str) -> Option<Policy> {
 }
 
 /// `TYPE=PRESET` for --policy.
-pub(crate) fn parse_policy(s: &str) -> std::result::Result<(EntityType, String), String> {
+pub(crate) fn parse_policy(s: &str) -> std::result::Result<(EntityType, Policy), String> {
     let (ty, preset) = s
         .split_once('=')
         .ok_or_else(|| format!("{s:?}: give TYPE=PRESET, e.g. client=stateless_server"))?;
@@ -276,14 +276,14 @@ pub(crate) fn parse_policy(s: &str) -> std::result::Result<(EntityType, String),
         }
     };
     let preset = preset.trim();
-    if preset_policy(preset).is_none() {
-        return Err(format!(
+    let policy = preset_policy(preset).ok_or_else(|| {
+        format!(
             "{preset:?}: the preset is stateless_server, stateless_registered_server, \
              stateful_server, lossy_client, lossless_client, lossless_peer or \
              lossless_peer_reuse"
-        ));
-    }
-    Ok((ty, preset.to_owned()))
+        )
+    })?;
+    Ok((ty, policy))
 }
 
 /// What the admin socket's handler reads.
