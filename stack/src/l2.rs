@@ -38,12 +38,12 @@ impl Neighbors {
     /// Learns (or refreshes) a neighbour.
     pub fn learn(&self, ip: Ipv4Address, mac: EthernetAddress, now: Instant) {
         let mut m = self.map.write().unwrap_or_else(|e| e.into_inner());
-        let changed = m.get(&ip).map(|(old, _)| *old) != Some(mac);
         m.insert(ip, (mac, now + NEIGHBOR_TTL));
         drop(m);
-        if changed {
-            self.version.fetch_add(1, Ordering::Release);
-        }
+        // Always a new version, a refresh with the same MAC too: the workers' copies hold
+        // the expiry time as well, and one kept from before a refresh would expire the
+        // neighbour for good (every packet to it waiting for an answer already given).
+        self.version.fetch_add(1, Ordering::Release);
     }
 
     /// Adds a static entry (from configuration: a neighbour that never expires).
@@ -95,15 +95,27 @@ impl NeighborCache {
 
     /// The MAC of `ip`, if known and fresh.
     pub fn lookup(&mut self, ip: Ipv4Address, now: Instant) -> Option<EthernetAddress> {
+        match self.entry(ip) {
+            Some((mac, until)) if until > now => Some(mac),
+            _ => None,
+        }
+    }
+
+    /// Whether what we know of `ip` is missing or past half its lifetime: then a packet
+    /// from it is worth learning from again, so a neighbour we keep talking to never
+    /// expires (and never costs an ARP round trip mid-conversation).
+    pub fn wants_refresh(&mut self, ip: Ipv4Address, now: Instant) -> bool {
+        self.entry(ip)
+            .is_none_or(|(_, until)| until < now + NEIGHBOR_TTL / 2)
+    }
+
+    fn entry(&mut self, ip: Ipv4Address) -> Option<(EthernetAddress, Instant)> {
         let v = self.shared.version();
         if v != self.seen {
             self.shared.snapshot(&mut self.local);
             self.seen = v;
         }
-        match self.local.get(&ip) {
-            Some((mac, until)) if *until > now => Some(*mac),
-            _ => None,
-        }
+        self.local.get(&ip).copied()
     }
 }
 
@@ -245,6 +257,35 @@ mod tests {
             ArpAction::Ignored
         );
         assert!(n.is_empty());
+    }
+
+    #[test]
+    fn a_neighbour_relearned_after_expiry_is_usable_again() {
+        // Regression: a refresh with the same MAC did not move the table's version, so a
+        // worker's copy kept the old expiry and the neighbour stayed expired for good
+        // (bench soak's dpdk sessions all stalled 300 s into the run).
+        let n = Neighbors::new();
+        let t0 = Instant::from_secs(1);
+        let mut c = NeighborCache::new(Arc::clone(&n));
+        n.learn(cidr(9).address(), A, t0);
+        assert_eq!(c.lookup(cidr(9).address(), t0), Some(A));
+        let later = t0 + NEIGHBOR_TTL + Duration::from_secs(1);
+        assert_eq!(c.lookup(cidr(9).address(), later), None, "expired");
+        n.learn(cidr(9).address(), A, later);
+        assert_eq!(c.lookup(cidr(9).address(), later), Some(A));
+    }
+
+    #[test]
+    fn refresh_wanted_past_half_the_lifetime() {
+        let n = Neighbors::new();
+        let t0 = Instant::from_secs(1);
+        let mut c = NeighborCache::new(Arc::clone(&n));
+        assert!(c.wants_refresh(cidr(9).address(), t0), "unknown");
+        n.learn(cidr(9).address(), A, t0);
+        assert!(!c.wants_refresh(cidr(9).address(), t0));
+        let half = t0 + NEIGHBOR_TTL / 2 + Duration::from_secs(1);
+        assert!(c.wants_refresh(cidr(9).address(), half));
+        assert_eq!(c.lookup(cidr(9).address(), half), Some(A), "still usable");
     }
 
     #[test]

@@ -798,6 +798,26 @@ impl<P: Port> NetStack<P> {
         self.slab.iter().filter(|c| c.is_some()).count()
     }
 
+    /// What the stack holds now, by name, for reports: connections, handshakes accepted
+    /// and not complete (`half_open`), listening sockets waiting for a SYN, local ports
+    /// taken by connections (`ports_in_use`), and timers.
+    pub fn gauges(&self) -> [(&'static str, u64); 5] {
+        let n = |x: usize| x as u64;
+        [
+            ("connections", n(self.connections())),
+            (
+                "half_open",
+                n(self.shards.iter().map(|s| s.half_open).sum()),
+            ),
+            (
+                "listeners",
+                n(self.shards.iter().map(|s| s.listeners.len()).sum()),
+            ),
+            ("ports_in_use", n(self.used_ports.len())),
+            ("timers", n(self.timers.len())),
+        ]
+    }
+
     /// The shard of a flow, by its remote endpoint and local port.
     fn shard_of(&self, remote: Ipv4Address, rport: u16, lport: u16) -> usize {
         let r = u32::from_be_bytes(remote.octets());
@@ -1292,8 +1312,9 @@ impl<P: Port> NetStack<P> {
                     self.tx.stats.rx_bad_checksum += 1;
                     return;
                 }
-                // Glean the sender's MAC (our subnet only): replies need no ARP round.
-                if self.cfg.ip.contains_addr(&src) && self.tx.neighbors.lookup(src, now).is_none() {
+                // Glean the sender's MAC (our subnet only): replies need no ARP round, and
+                // a peer we keep hearing from stays known.
+                if self.cfg.ip.contains_addr(&src) && self.tx.neighbors.wants_refresh(src, now) {
                     let smac = eth.src_addr();
                     if smac.is_unicast() {
                         self.tx.neighbors.shared().learn(src, smac, now);

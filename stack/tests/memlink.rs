@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, IpAddress, IpEndpoint, Ipv4Address, Ipv4Cidr};
-use stack::l2::{Neighbors, ETH_HLEN};
+use stack::l2::{Neighbors, ETH_HLEN, NEIGHBOR_TTL};
 use stack::memlink::{Dir, LinkConfig, MemLink, MemPort};
 use stack::netstack::StackError;
 use stack::{ConnId, NetStack, StackConfig, StackEvent};
@@ -237,6 +237,45 @@ fn released_connections_are_freed() {
     assert_eq!(net.a.connections(), 0, "nothing held on A");
     assert_eq!(net.b.connections(), 0);
     assert_eq!(net.a.recv_queue(ca), Err(StackError::NoSuchConnection));
+}
+
+/// A conversation longer than a neighbour's lifetime: the peers keep hearing from each
+/// other, so each keeps the other's MAC fresh (gleaned from its packets) and never asks
+/// again. Regression: a refresh with an unchanged MAC never reached the workers' copies of
+/// the table, so 300 s in every packet to the peer waited for an ARP answer for good.
+#[test]
+fn a_conversation_outlives_the_neighbour_lifetime() {
+    let mut net = Net::new(LinkConfig::default(), |_| {});
+    net.b.listen(PORT).unwrap();
+    let (ca, cb) = connect_n(&mut net, 1)[0];
+    let asked = (
+        net.a.stats().arp_requests_sent,
+        net.b.stats().arp_requests_sent,
+    );
+    let end = net.now + NEIGHBOR_TTL * 2 + Duration::from_secs(60);
+    let mut rounds = 0;
+    while net.now < end {
+        // Idle for 10 s, then a request and its answer.
+        net.now += Duration::from_secs(10);
+        net.settle();
+        let ab = transfer(&mut net, true, ca, cb, b"ping");
+        let ba = transfer(&mut net, false, cb, ca, b"pong");
+        assert!(
+            ab < Duration::from_secs(1) && ba < Duration::from_secs(1),
+            "round {rounds}: {ab} and {ba}"
+        );
+        rounds += 1;
+    }
+    assert!(rounds > 60);
+    assert_eq!(
+        (
+            net.a.stats().arp_requests_sent,
+            net.b.stats().arp_requests_sent
+        ),
+        asked,
+        "no ARP request once the conversation runs"
+    );
+    assert_eq!(net.a.stats().tx_unresolved + net.b.stats().tx_unresolved, 0);
 }
 
 #[test]
