@@ -104,7 +104,9 @@ pub struct StackConfig {
     pub steering: Steering,
     /// Local ports for outbound connections.
     pub ephemeral: (u16, u16),
-    /// Frames waiting for the device before smoltcp is told to hold back.
+    /// Frames waiting for the device, at most: smoltcp is told to hold back at this many,
+    /// and what comes beyond (replies to received packets, ARP) is dropped, so a device that
+    /// stops taking frames cannot make the stack hold more.
     pub tx_queue_max: usize,
     /// Frames per receive burst.
     pub rx_burst: usize,
@@ -218,7 +220,8 @@ pub struct StackStats {
     pub rx_other: u64,
     pub arp_requests_sent: u64,
     pub arp_replies_sent: u64,
-    /// Frames dropped for want of a transmit buffer.
+    /// Frames dropped for want of a transmit buffer: none left, or the queue for the
+    /// device full (`StackConfig::tx_queue_max`: the device stopped taking frames).
     pub tx_no_buffer: u64,
     /// Frames dropped while waiting for a neighbour that never answered.
     pub tx_unresolved: u64,
@@ -289,6 +292,31 @@ impl StackStats {
             + self.rx_shard_full
             + self.rx_bad_checksum
             + self.forward_full
+    }
+}
+
+/// Where the frames a stack holds wait ([`NetStack::frames_held`]), and the bound of each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FramesHeld {
+    /// Queued for the device: at most [`StackConfig::tx_queue_max`].
+    pub tx_queue: usize,
+    /// Packets to our own address, received at the next poll: at most
+    /// [`StackConfig::tx_queue_max`].
+    pub looped: usize,
+    /// Packets waiting for an ARP answer: at most [`UNRESOLVED_MAX`].
+    pub unresolved: usize,
+    /// Received frames sorted to a shard and not yet processed: none between polls (a poll
+    /// processes every shard it sorts frames to), at most [`StackConfig::shard_rx_max`] per
+    /// shard during one.
+    pub shard_rx: usize,
+    /// Frames of this worker's flows that other workers handed over ([`Forwarding`]),
+    /// waiting: at most the depth of its queue.
+    pub handed_over: usize,
+}
+
+impl FramesHeld {
+    pub fn total(&self) -> usize {
+        self.tx_queue + self.looped + self.unresolved + self.shard_rx + self.handed_over
     }
 }
 
@@ -376,7 +404,7 @@ const UNRESOLVED_WAIT: Duration = Duration::from_secs(1);
 /// ([`NetStack::release`]).
 pub const RELEASE_LINGER: Duration = Duration::from_secs(10);
 /// At most this many packets wait for ARP answers.
-const UNRESOLVED_MAX: usize = 256;
+pub const UNRESOLVED_MAX: usize = 256;
 /// ARP requests for one address are this far apart at least.
 const ARP_RETRY: Duration = Duration::from_millis(100);
 
@@ -421,6 +449,13 @@ impl<P: Port> Tx<P> {
         }
         let hop = self.next_hop(dst);
         match self.neighbors.lookup(hop, now) {
+            Some(mac) if self.full() => {
+                // smoltcp gets a transmit token with every received packet, whether or not
+                // the queue has room: a reply while the device takes nothing is lost like a
+                // drop on the wire, and the queue (the buffers it holds) stays bounded.
+                self.stats.tx_no_buffer += 1;
+                trace!(%mac, "transmit queue full: reply dropped");
+            }
             Some(mac) => {
                 l2::write_eth_header(frame.as_mut(), self.mac, mac, EthernetProtocol::Ipv4);
                 self.queue.push_back(frame);
@@ -473,8 +508,12 @@ impl<P: Port> Tx<P> {
         }
     }
 
-    /// Queues a frame built elsewhere (copied into a device buffer).
+    /// Queues a frame built elsewhere (copied into a device buffer), if the queue has room.
     fn send_raw(&mut self, bytes: &[u8]) -> bool {
+        if self.full() {
+            self.stats.tx_no_buffer += 1;
+            return false;
+        }
         match self.port.alloc(bytes.len()) {
             Some(mut f) => {
                 f.as_mut().copy_from_slice(bytes);
@@ -488,11 +527,15 @@ impl<P: Port> Tx<P> {
         }
     }
 
-    /// Sends what waited for `ip`, now resolved; drops what waited too long.
+    /// Sends what waited for `ip`, now resolved; drops what waited too long. What is
+    /// resolved but finds the queue full waits on (within `UNRESOLVED_MAX`) for room.
     fn resolved(&mut self, now: Instant) {
         let mut keep = VecDeque::with_capacity(self.unresolved.len());
         while let Some((hop, since, mut frame)) = self.unresolved.pop_front() {
-            if let Some(mac) = self.neighbors.lookup(hop, now) {
+            let mac = self.neighbors.lookup(hop, now);
+            if mac.is_some() && self.full() {
+                keep.push_back((hop, since, frame));
+            } else if let Some(mac) = mac {
                 l2::write_eth_header(frame.as_mut(), self.mac, mac, EthernetProtocol::Ipv4);
                 self.queue.push_back(frame);
             } else if now >= since + UNRESOLVED_WAIT {
@@ -796,6 +839,19 @@ impl<P: Port> NetStack<P> {
     /// Connections open or opening.
     pub fn connections(&self) -> usize {
         self.slab.iter().filter(|c| c.is_some()).count()
+    }
+
+    /// The frames this stack holds, by where they wait (what its device's buffer pool
+    /// must cover, see [`DEFAULT_FRAMES_HELD`]). For tests and diagnostics: it walks the
+    /// shards.
+    pub fn frames_held(&self) -> FramesHeld {
+        FramesHeld {
+            tx_queue: self.tx.queue.len(),
+            looped: self.tx.looped.len(),
+            unresolved: self.tx.unresolved.len(),
+            shard_rx: self.shards.iter().map(|sh| sh.rx.len()).sum(),
+            handed_over: self.fwd.as_ref().map_or(0, |f| f.queues[f.me].len()),
+        }
     }
 
     /// What the stack holds now, by name, for reports: connections, handshakes accepted
@@ -1556,7 +1612,14 @@ impl<P: Port> NetStack<P> {
                     c.eof = true;
                     self.events.push_back(StackEvent::Readable(id));
                 }
-                if c.want_write && s.can_send() && s.send_capacity() > s.send_queue() {
+                // Room for a worthwhile write (a quarter of the buffer, or all of it
+                // once it drained), as Linux wakes writers at a third of the buffer free:
+                // waking at the first free byte makes writers trickle a segment per turn.
+                let free = s.send_capacity() - s.send_queue();
+                if c.want_write
+                    && s.can_send()
+                    && (free >= s.send_capacity() / 4 || s.send_queue() == 0)
+                {
                     c.want_write = false;
                     self.events.push_back(StackEvent::Writable(id));
                 }
