@@ -49,6 +49,7 @@ macro_rules! out {
 mod allbench;
 mod dpdklink;
 mod floor;
+mod hostile;
 mod insn;
 mod osdbench;
 mod plots;
@@ -273,11 +274,13 @@ enum Cmd {
     /// A messenger under fire: many sessions, random sizes, injected socket failures and
     /// mark_downs, every message's order and data checked at the receiver.
     ///
-    /// One process: a lossless server and a client standing in for --conns clients, on
-    /// the chosen transport (dpdk: its workers and userspace stack on an in-memory switch).
-    /// Reports sent, delivered, lost, duplicated, reordered, corrupt, discarded by mark_down,
-    /// reconnects, faults by cause and resident memory; exit 1 on any loss, duplicate,
-    /// reordering or corruption, a stall, or memory growing over 10% after the warm-up.
+    /// One process: a server and a client standing in for --conns clients, on the chosen
+    /// transport (dpdk: its workers and userspace stack on an in-memory switch), lossless
+    /// or lossy (--policy). Reports sent, delivered, lost, duplicated, reordered, corrupt,
+    /// discarded by mark_down, sessions reset (lossy), reconnects, faults by cause and
+    /// resident memory; exit 1 on any loss (lossy: any not explained by a reset its
+    /// dispatcher was told of), duplicate, reordering or corruption, a stall, or memory
+    /// growing over 10% after the warm-up.
     Soak {
         #[arg(long, default_value = "posix")]
         transport: TransportKind,
@@ -302,12 +305,84 @@ enum Cmd {
         /// Seed of the random choices.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// lossless (stateful server, lossless clients: nothing may be lost) or lossy
+        /// (stateless server, lossy clients: a session ends at its first fault, and only
+        /// messages sent before a reset its dispatcher was told of may be missing).
+        #[arg(long, default_value = "lossless", value_parser = ["lossless", "lossy"])]
+        policy: String,
         /// Memory growth is measured from this many seconds in.
         #[arg(long, default_value_t = 120.0)]
         warmup: f64,
         /// One JSON object instead of the text report.
         #[arg(long)]
         json: bool,
+    },
+    /// Hostile peers against a running `msgr serve` on each transport, an honest client
+    /// measuring all along.
+    ///
+    /// For each transport in turn: a real daemon (dpdk: on DPDK's net_tap, in a network
+    /// namespace this command creates and deletes; needs root and /dev/net/tun), the honest
+    /// client's MPing round trips unloaded, then each attack for --seconds while the client
+    /// keeps measuring and new clients keep arriving: garbage bytes (instead of a banner,
+    /// after one, after a handshake), slowloris (a handshake at one byte per second, and
+    /// connections that send nothing), oversized lengths (front, data, authorizer), bad
+    /// header/front/data CRCs, a connection flood (held and abandoned), a reconnect storm
+    /// (one entity with stale global_seq/connect_seq, hard resets, unknown sessions, a
+    /// socket looping on stale connects). Every attack is bounded in time and stops by
+    /// itself.
+    ///
+    /// Reports per attack the honest p50/p99 and their ratio to unloaded with the 2x
+    /// target's verdict (a benchmark figure, not a pass/fail), and the perf dump counters
+    /// that show the attack. Exit status 1 if a daemon died, an attack left no trace in
+    /// perf dump, or an honest client went unanswered.
+    Hostile {
+        /// Transports to attack, one after another (comma-separated): simple, posix, dpdk.
+        #[arg(long, value_delimiter = ',', default_value = "simple,posix,dpdk")]
+        transport: Vec<TransportKind>,
+        /// Attacks to run (comma-separated), in this order [default: the defended ones:
+        /// garbage, slowloris, oversized, bad-crc, flood, reconnect-storm]. throttle-hold
+        /// (headers claiming lengths within the limits, bodies never sent) shows a known
+        /// weakness and runs only when named.
+        #[arg(long, value_delimiter = ',', value_enum)]
+        attacks: Vec<hostile::attack::Kind>,
+        /// Seconds per attack [default: 10, 2 with --quick].
+        #[arg(long)]
+        seconds: Option<f64>,
+        /// Seconds of the unloaded measurement first [default: as --seconds].
+        #[arg(long)]
+        baseline: Option<f64>,
+        /// The short run for CI: 2 s per attack, fewer attacking sockets, a daemon with a
+        /// 1 s ready timeout and a bound of 64 handshakes.
+        #[arg(long)]
+        quick: bool,
+        /// The msgr program [default: the one beside bench].
+        #[arg(long)]
+        msgr: Option<PathBuf>,
+        /// One JSON object (every transport's report) instead of the tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// (internal) The honest client and the attacks against one daemon; a JSON report.
+    #[command(hide = true)]
+    HostileRun {
+        #[arg(long)]
+        addr: EntityAddr,
+        #[arg(long)]
+        asok: PathBuf,
+        #[arg(long)]
+        daemon_log: Option<PathBuf>,
+        #[arg(long)]
+        seconds: f64,
+        #[arg(long)]
+        baseline: f64,
+        #[arg(long)]
+        ready_timeout: f64,
+        #[arg(long)]
+        max_handshakes: usize,
+        #[arg(long, value_delimiter = ',', value_enum)]
+        attacks: Vec<hostile::attack::Kind>,
+        #[arg(long)]
+        quick: bool,
     },
     /// The messenger in one process on loopback beside sockperf: ping-pong and stream over
     /// posix and simple, idle memory per connection; rounds interleaved, medians reported.
@@ -458,6 +533,7 @@ fn main() -> ExitCode {
             mark_down_every,
             max_size,
             seed,
+            policy,
             warmup,
             json,
         } => {
@@ -473,6 +549,7 @@ fn main() -> ExitCode {
                     mark_down_every,
                     max_size: max_size as usize,
                     seed,
+                    lossy: policy == "lossy",
                     warmup: Duration::from_secs_f64(warmup),
                     json,
                 })
@@ -487,6 +564,61 @@ fn main() -> ExitCode {
             }
         }
         Cmd::Loopback { seconds, rounds } => loopback(seconds, rounds as usize),
+        Cmd::Hostile {
+            transport,
+            attacks,
+            seconds,
+            baseline,
+            quick,
+            msgr,
+            json,
+        } => {
+            let seconds = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
+            let baseline = baseline.unwrap_or(seconds);
+            let in_range = |s: f64| (0.5..=3600.0).contains(&s);
+            if !(in_range(seconds) && in_range(baseline)) {
+                Err("--seconds and --baseline: 0.5 to 3600".into())
+            } else {
+                hostile::run(&hostile::Plan {
+                    transports: transport,
+                    attacks: if attacks.is_empty() {
+                        hostile::attack::Kind::ALL.to_vec()
+                    } else {
+                        attacks
+                    },
+                    seconds,
+                    baseline,
+                    quick,
+                    msgr,
+                    json,
+                })
+            }
+        }
+        Cmd::HostileRun {
+            addr,
+            asok,
+            daemon_log,
+            seconds,
+            baseline,
+            ready_timeout,
+            max_handshakes,
+            attacks,
+            quick,
+        } => hostile::run_suite(&hostile::RunArgs {
+            addr,
+            asok,
+            daemon_log,
+            seconds,
+            baseline,
+            ready_timeout,
+            max_handshakes,
+            attacks: if attacks.is_empty() {
+                hostile::attack::Kind::ALL.to_vec()
+            } else {
+                attacks
+            },
+            quick,
+        }),
         Cmd::All {
             quick,
             rounds,

@@ -26,7 +26,7 @@
 //! 10% after the warm-up (judged only when the run outlasts it: 2 minutes by default).
 #![allow(clippy::disallowed_methods)] // a benchmark driver: it reads the clock
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,6 +65,8 @@ pub(crate) struct Plan {
     pub(crate) mark_down_every: u64,
     pub(crate) max_size: usize,
     pub(crate) seed: u64,
+    /// Lossy policies (stateless server, lossy clients) instead of lossless ones.
+    pub(crate) lossy: bool,
     /// Memory is compared from this point on (a warm-up fills caches and pools).
     pub(crate) warmup: Duration,
     pub(crate) json: bool,
@@ -86,18 +88,59 @@ pub(crate) struct Tally {
     pub(crate) reordered: u64,
     pub(crate) corrupt: u64,
     pub(crate) bytes: u64,
+    /// Messages of a stream already settled: arrived after its session ended and the
+    /// grace that followed.
+    pub(crate) late: u64,
+}
+
+/// A set of u64 kept as disjoint ranges `[start, end)`: stream ids are handed out in
+/// order, so the settled ones take room in proportion to the live ones between them, not
+/// to how many there were.
+#[derive(Debug, Default)]
+struct Ranges(std::collections::BTreeMap<u64, u64>);
+
+impl Ranges {
+    fn contains(&self, x: u64) -> bool {
+        self.0
+            .range(..=x)
+            .next_back()
+            .is_some_and(|(_, &end)| x < end)
+    }
+
+    fn insert(&mut self, x: u64) {
+        if self.contains(x) {
+            return;
+        }
+        let (mut start, mut end) = (x, x + 1);
+        if let Some((&s, &e)) = self.0.range(..x).next_back() {
+            if e == x {
+                self.0.remove(&s);
+                start = s;
+            }
+        }
+        if let Some(e) = self.0.remove(&end) {
+            end = e;
+        }
+        self.0.insert(start, end);
+    }
 }
 
 /// Order and integrity checks of one receiving side, by stream.
 #[derive(Debug, Default)]
 pub(crate) struct Checker {
     streams: HashMap<u64, Order>,
+    /// Streams whose session ended and whose counts were taken ([`Checker::settle`]).
+    settled: Ranges,
     pub(crate) tally: Tally,
 }
 
 impl Checker {
     /// Records message `seq` of `stream`.
     pub(crate) fn saw(&mut self, stream: u64, seq: u64) {
+        if self.settled.contains(stream) {
+            self.tally.late += 1;
+            return;
+        }
         let o = self.streams.entry(stream).or_default();
         if seq == o.next {
             o.next += 1;
@@ -119,6 +162,24 @@ impl Checker {
         self.streams.get(&stream).map_or(sent, |o| {
             o.missing.len() as u64 + sent.saturating_sub(o.next)
         })
+    }
+
+    /// Sequence numbers of `stream` skipped (missing below the highest received).
+    fn holes(&self, stream: u64) -> u64 {
+        self.streams
+            .get(&stream)
+            .map_or(0, |o| o.missing.len() as u64)
+    }
+
+    /// Takes the counts of a stream whose session ended (`sent` messages): (holes, tail)
+    /// — messages skipped below the highest received, and those never received after
+    /// it — and forgets the stream; any message of it that still arrives counts as late.
+    fn settle(&mut self, stream: u64, sent: u64) -> (u64, u64) {
+        let holes = self.holes(stream);
+        let tail = self.lost(stream, sent) - holes;
+        self.streams.remove(&stream);
+        self.settled.insert(stream);
+        (holes, tail)
     }
 
     /// Messages of `stream` received so far.
@@ -205,10 +266,21 @@ impl Dispatcher for Server {
     }
 }
 
-/// The client's side: checks the acknowledgements.
+/// The client's side: checks the acknowledgements, and notes the sessions reset.
 struct Client {
     check: Mutex<Checker>,
     acked: AtomicU64,
+    /// Connections whose reset the dispatcher was told of (`ms_handle_reset`).
+    resets: Mutex<HashSet<u64>>,
+}
+
+impl Client {
+    fn was_reset(&self, conn: u64) -> bool {
+        self.resets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&conn)
+    }
 }
 
 impl Dispatcher for Client {
@@ -225,6 +297,98 @@ impl Dispatcher for Client {
                 .unwrap_or_else(|e| e.into_inner())
                 .saw(stream, seq);
             self.acked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    fn ms_handle_reset(&self, con: &ConnectionRef) -> bool {
+        self.resets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(con.id());
+        true
+    }
+}
+
+/// How long after a session leaves the run its counts are taken: what was already on its
+/// way (read by the server before the socket went) may still arrive until then.
+const SETTLE_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a session left the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// `mark_down`: what it never delivered was discarded, by definition.
+    MarkedDown,
+    /// A lossy session reset (or one that refused a send as closed).
+    Reset,
+}
+
+/// A session that left the run, waiting to be settled.
+#[derive(Debug)]
+struct Retired {
+    at: Instant,
+    stream: u64,
+    sent: u64,
+    conn: u64,
+    ending: Ending,
+}
+
+impl Retired {
+    fn of(s: &Session, ending: Ending) -> Self {
+        Self {
+            at: Instant::now(),
+            stream: s.stream,
+            sent: s.sent,
+            conn: s.conn.id(),
+            ending,
+        }
+    }
+}
+
+/// The counts of settled sessions.
+#[derive(Debug, Default)]
+struct Books {
+    /// Messages a mark_down discarded.
+    discarded: u64,
+    sessions_reset: u64,
+    /// Lost and not explained: holes in a stream, or a reset nobody was told of.
+    lost: u64,
+    /// The tails of reset sessions whose dispatcher heard of the reset.
+    lost_across_resets: u64,
+    resets_unreported: u64,
+}
+
+impl Books {
+    /// Takes a retired session's counts and forgets its streams (both sides) and its
+    /// reset. Lossy: what a reset session never delivered is lost across the reset if it
+    /// is the tail of its stream and the dispatcher heard of the reset; a hole, or a loss
+    /// nobody was told of, is a loss like any other.
+    fn settle(&mut self, r: &Retired, server: &Server, client: &Client) {
+        let (holes, tail) = server
+            .check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(r.stream, r.sent);
+        client
+            .check
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(r.stream, r.sent);
+        let told = client
+            .resets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&r.conn);
+        match r.ending {
+            Ending::MarkedDown => self.discarded += holes + tail,
+            Ending::Reset => {
+                self.sessions_reset += 1;
+                self.lost += holes;
+                if told {
+                    self.lost_across_resets += tail;
+                } else {
+                    self.resets_unreported += 1;
+                    self.lost += tail;
+                }
+            }
         }
     }
 }
@@ -317,14 +481,12 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
     let (rss0, _) = memory();
     let switch =
         (plan.transport == TransportKind::Dpdk).then(|| stack::memlink::Switch::new(1 << 16));
-    let server = build(
-        plan,
-        EntityType::OSD,
-        1,
-        Policy::stateful_server(0),
-        switch.as_ref(),
-        1,
-    );
+    let (server_policy, client_policy) = if plan.lossy {
+        (Policy::stateless_server(0), Policy::lossy_client(0))
+    } else {
+        (Policy::stateful_server(0), Policy::lossless_client(0))
+    };
+    let server = build(plan, EntityType::OSD, 1, server_policy, switch.as_ref(), 1);
     let sd = Arc::new(Server {
         check: Mutex::new(Checker::default()),
     });
@@ -342,13 +504,14 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
         plan,
         EntityType::CLIENT,
         2,
-        Policy::lossless_client(0),
+        client_policy,
         switch.as_ref(),
         2,
     );
     let cd = Arc::new(Client {
         check: Mutex::new(Checker::default()),
         acked: AtomicU64::new(0),
+        resets: Mutex::new(HashSet::new()),
     });
     client.add_dispatcher_tail(Arc::clone(&cd) as _);
     client.start().map_err(|e| format!("client start: {e}"))?;
@@ -381,10 +544,13 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
             open(&mut next_stream, next_nonce)
         })
         .collect();
-    // Streams of sessions marked down: (stream, messages sent). Only the counts: holding
-    // the connection would keep its engine, and the unacknowledged messages it keeps for
-    // replay, alive for the rest of the run.
-    let mut retired: Vec<(u64, u64)> = Vec::new();
+    // Sessions that left the run (marked down; lossy: reset, or refused a send as
+    // closed), oldest first, settled SETTLE_AFTER later. Only ids and counts: holding the
+    // connection would keep its engine, and the unacknowledged messages it keeps for
+    // replay, alive for the rest of the run. What is settled is forgotten, so the soak's
+    // own books stay as small as the live sessions, however many come and go.
+    let mut retired: std::collections::VecDeque<Retired> = Default::default();
+    let mut books = Books::default();
     // A bounded window: messages and bytes sent and not yet acknowledged.
     const WINDOW: u64 = 256;
     const WINDOW_BYTES: u64 = 64 << 20;
@@ -405,6 +571,28 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
     let mut stalled = None;
     let mut log = String::new();
     while Instant::now() < deadline && (plan.messages == 0 || sent < plan.messages) {
+        if plan.lossy {
+            // Sessions reset since the last turn end; each client opens a new one.
+            let gone: Vec<usize> = {
+                let r = cd.resets.lock().unwrap_or_else(|e| e.into_inner());
+                (0..live.len())
+                    .filter(|&i| r.contains(&live[i].conn.id()))
+                    .collect()
+            };
+            for &k in gone.iter().rev() {
+                let s = live.swap_remove(k);
+                retired.push_back(Retired::of(&s, Ending::Reset));
+                live.push(open(&mut next_stream, s.nonce));
+            }
+        }
+        while retired
+            .front()
+            .is_some_and(|r| r.at.elapsed() >= SETTLE_AFTER)
+        {
+            if let Some(r) = retired.pop_front() {
+                books.settle(&r, &sd, &cd);
+            }
+        }
         // What each live session has outstanding (its acknowledgements so far).
         let (mut outstanding, mut outstanding_bytes) = (0u64, 0u64);
         {
@@ -474,7 +662,7 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
             let s = live.swap_remove(k);
             s.conn.mark_down();
             let nonce = s.nonce;
-            retired.push((s.stream, s.sent));
+            retired.push_back(Retired::of(&s, Ending::MarkedDown));
             live.push(open(&mut next_stream, nonce));
             marks += 1;
         }
@@ -494,19 +682,38 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
             Err(msgr::proto::SendError::QueueFull(_)) => {
                 std::thread::sleep(Duration::from_micros(200));
             }
+            Err(msgr::proto::SendError::Closed(_)) if plan.lossy => {
+                // Reset under our feet: its dispatcher is told (checked when settled).
+                let s = live.swap_remove(k);
+                retired.push_back(Retired::of(&s, Ending::Reset));
+                live.push(open(&mut next_stream, s.nonce));
+            }
             Err(e) => return Err(format!("send on a live lossless session failed: {e:?}")),
         }
     }
     // Drain: every live session's messages acknowledged (bounded).
     let drain_until = Instant::now() + Duration::from_secs(60);
+    // (Lossy: a session may still be reset while draining, which also ends its wait.)
     let all_acked = |cd: &Client, live: &[Session]| {
         let c = cd.check.lock().unwrap_or_else(|e| e.into_inner());
-        live.iter().all(|s| c.received(s.stream) >= s.sent)
+        live.iter()
+            .all(|s| c.received(s.stream) >= s.sent || (plan.lossy && cd.was_reset(s.conn.id())))
     };
     while !all_acked(&cd, &live) && Instant::now() < drain_until {
         std::thread::sleep(Duration::from_millis(20));
     }
     let drained = all_acked(&cd, &live);
+    if plan.lossy {
+        let mut k = 0;
+        while k < live.len() {
+            if cd.was_reset(live[k].conn.id()) {
+                let s = live.swap_remove(k);
+                retired.push_back(Retired::of(&s, Ending::Reset));
+            } else {
+                k += 1;
+            }
+        }
+    }
     if !drained {
         let c = cd.check.lock().unwrap_or_else(|e| e.into_inner());
         for s in live.iter().filter(|s| c.received(s.stream) < s.sent) {
@@ -532,10 +739,20 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
     client.wait();
     server.wait();
 
+    // Everything has stopped: what is still retiring settles now.
+    for r in retired.drain(..) {
+        books.settle(&r, &sd, &cd);
+    }
     let srv = sd.check.lock().unwrap_or_else(|e| e.into_inner());
     let cli = cd.check.lock().unwrap_or_else(|e| e.into_inner());
-    let lost: u64 = live.iter().map(|s| srv.lost(s.stream, s.sent)).sum();
-    let discarded: u64 = retired.iter().map(|&(st, n)| srv.lost(st, n)).sum();
+    let lost: u64 = books.lost + live.iter().map(|s| srv.lost(s.stream, s.sent)).sum::<u64>();
+    let Books {
+        discarded,
+        sessions_reset,
+        lost_across_resets,
+        resets_unreported,
+        ..
+    } = books;
     let acks_lost: u64 = live
         .iter()
         .map(|s| cli.lost(s.stream, srv.received(s.stream)))
@@ -553,6 +770,8 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
         && t.duplicated == 0
         && t.reordered == 0
         && t.corrupt == 0
+        && t.late == 0
+        && cli.tally.late == 0
         && cli.tally.duplicated == 0
         && cli.tally.reordered == 0
         && acks_lost == 0
@@ -561,6 +780,7 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
         && growth.is_none_or(|g| g <= 10.0);
     let v = json!({
         "transport": plan.transport.name(),
+        "policy": if plan.lossy { "lossy" } else { "lossless" },
         "seconds": elapsed.as_secs_f64(),
         "sessions": plan.conns,
         "inject_every": plan.inject,
@@ -574,6 +794,10 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
         "reordered": t.reordered,
         "corrupt": t.corrupt,
         "discarded_by_mark_down": discarded,
+        "sessions_reset": sessions_reset,
+        "late": t.late + cli.tally.late,
+        "lost_across_resets": lost_across_resets,
+        "resets_unreported": resets_unreported,
         "marked_down": marks,
         "acks": {"delivered": cli.tally.delivered, "lost": acks_lost,
                  "duplicated": cli.tally.duplicated, "reordered": cli.tally.reordered},
@@ -595,8 +819,9 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
     }
     let _ = writeln!(
         log,
-        "soak {} for {:.0} s, {} sessions, socket failure every {} ops, mark_down every {} messages",
+        "soak {} ({}) for {:.0} s, {} sessions, socket failure every {} ops, mark_down every {} messages",
         plan.transport.name(),
+        if plan.lossy { "lossy" } else { "lossless" },
         elapsed.as_secs_f64(),
         plan.conns,
         plan.inject,
@@ -613,6 +838,14 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
         t.reordered,
         t.corrupt
     );
+    if plan.lossy {
+        let _ = writeln!(
+            log,
+            "  sessions reset {}: {lost_across_resets} messages lost across a reset its \
+             dispatcher was told of; resets not reported {resets_unreported}",
+            sessions_reset
+        );
+    }
     let _ = writeln!(
         log,
         "  acks: delivered {}, lost {acks_lost}, duplicated {}, reordered {}",
@@ -660,6 +893,13 @@ pub(crate) fn run(plan: &Plan) -> Result<(String, bool), String> {
             log,
             "  NOT DRAINED: live sessions still had unacknowledged messages after 60 s"
         );
+    }
+    if !ok && plan.transport == TransportKind::Dpdk {
+        // The userspace stacks' counters and what they held at the end (sockets,
+        // handshakes, listeners): where a stuck session's packets went.
+        for (side, p) in [("client", &cp), ("server", &sp)] {
+            let _ = writeln!(log, "  {side} dpdk workers: {}", p["dpdk"]);
+        }
     }
     let _ = writeln!(log, "  {}", if ok { "PASSED" } else { "FAILED" });
     Ok((log, ok))
@@ -724,6 +964,45 @@ mod tests {
         assert_eq!(c.lost(7, 9), 3, "8 and 9 not yet");
         assert_eq!(c.lost(8, 2), 2, "a stream never seen lost all");
         assert_eq!(c.received(7), 6);
+    }
+
+    #[test]
+    fn settled_streams_are_forgotten_and_late_ones_counted() {
+        let mut c = Checker::default();
+        for stream in 1..=1000 {
+            for seq in [0, 1, 3] {
+                c.saw(stream, seq);
+            }
+        }
+        // Streams 1..=1000 sent 6 each: 2 was skipped (a hole), 4 and 5 never came.
+        for stream in 1..=1000 {
+            assert_eq!(c.settle(stream, 6), (1, 2));
+        }
+        assert!(c.streams.is_empty());
+        assert_eq!(c.settled.0.len(), 1, "one range: {:?}", c.settled);
+        c.saw(500, 4);
+        assert_eq!(c.tally.late, 1);
+        c.saw(1001, 0);
+        assert_eq!(c.tally.late, 1, "a new stream is not late");
+    }
+
+    #[test]
+    fn ranges_merge() {
+        let mut r = Ranges::default();
+        for x in [5, 7, 6, 1, 2, 9] {
+            r.insert(x);
+        }
+        assert_eq!(
+            r.0.iter().map(|(&a, &b)| (a, b)).collect::<Vec<_>>(),
+            [(1, 3), (5, 8), (9, 10)]
+        );
+        assert!(
+            r.contains(6) && r.contains(9) && !r.contains(8) && !r.contains(0) && !r.contains(3)
+        );
+        r.insert(8);
+        r.insert(3);
+        r.insert(4);
+        assert_eq!(r.0.len(), 1);
     }
 
     #[test]

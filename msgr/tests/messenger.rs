@@ -20,11 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::features;
-use msgr::messenger::{ConnectionRef, Dispatcher, Incoming, TransportKind};
+use msgr::messenger::{ConnectionRef, DispatchPanic, Dispatcher, Incoming, TransportKind};
 use msgr::msg::{Fsid, MCommand, Message, MessageHeader, MsgType, TypedMessage};
-use msgr::proto::{Phase, Policy, RecvThrottles, Throttle};
+use msgr::proto::{Phase, Policy, RecvThrottles, SendError, Throttle};
 use msgr::wire::banner::{ServerHello, SERVER_HELLO_LEN};
 use msgr::wire::{ConnectReply, ConnectReplyRepr, ConnectRepr, HeaderRepr, Tag, BANNER};
 use mtest::*;
@@ -1275,6 +1276,210 @@ fn throttles(kind: TransportKind) {
     throttle_run(kind, false);
 }
 
+/// The sending side of a stalled receiver: a client session holds at most
+/// `max_queued_bytes` for its peer (queued, and written but unacknowledged); past that
+/// `send_message` fails with `QueueFull` and hands the message back, however long the
+/// stall lasts. Nothing accepted is lost: once the receiver moves again, every accepted
+/// message arrives, in order, and the session takes more.
+fn sender_bound(kind: TransportKind) {
+    let _g = begin_exclusive("sender_bound", secs(60));
+    const LIMIT: usize = 24 << 20;
+    let server = NodeBuilder::new(kind, EntityType::OSD, 0)
+        .policy(Policy::stateful_server(0))
+        .dispatch_throttle(4 * MIB)
+        .start();
+    let client = NodeBuilder::client(kind, Policy::lossless_client(0))
+        .options(|o| o.max_queued_bytes = LIMIT)
+        .start();
+    let c = client.connect(&server);
+    let mut s = Stream::new(c.clone());
+    assert!(s.send(1));
+    wait_for("the session opens", 5 * S, || server.rec.got(s.id) == 1);
+    server.rec.gate.close();
+    let msg = MIB as usize;
+    let mut refused = 0;
+    // Offer 200 MiB; the session takes what fits, then refuses.
+    for _ in 0..200 {
+        match c.send_message(data_msg(s.id, s.next, msg)) {
+            Ok(()) => s.next += 1,
+            Err(SendError::QueueFull(m)) => {
+                assert_eq!(m.data.len(), msg, "the refused message comes back");
+                refused += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(e) => panic!("send on a live lossless session: {e}"),
+        }
+    }
+    let taken = s.next - 1;
+    // What the client holds, plus what the stalled server took (its dispatch throttle
+    // and the message it is stuck on) and acknowledged.
+    let most = (LIMIT + 8 * MIB as usize) / msg + 2;
+    eprintln!("{kind:?}: {taken} of 200 MiB taken, {refused} refused");
+    assert!(refused > 0, "a stalled receiver's sender is refused");
+    assert!(
+        (taken as usize) <= most,
+        "{taken} MiB taken while the receiver was stalled (at most {most})"
+    );
+    // However long the stall lasts, the session takes no more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(matches!(
+        c.send_message(data_msg(s.id, s.next, msg)),
+        Err(SendError::QueueFull(_))
+    ));
+    server.rec.gate.open();
+    wait_for_detail(
+        "every accepted message after the release",
+        secs(30),
+        || server.rec.got(s.id) == s.next as usize,
+        || format!("{} of {}", server.rec.got(s.id), s.next),
+    );
+    assert!(s.send(msg), "room again");
+    wait_for("the next one", 10 * S, || {
+        server.rec.got(s.id) == s.next as usize
+    });
+    server.rec.stream(s.id).exactly(s.next).unwrap();
+    shutdown_all(&[&client, &server]);
+    server.rec.assert_clean();
+    client.rec.assert_clean();
+}
+
+/// Messages that make [`Bomb`] panic: in fast dispatch, or on the dispatch thread.
+const T_BOMB_FAST: MsgType = MsgType(0x7e10);
+const T_BOMB_SLOW: MsgType = MsgType(0x7e11);
+
+/// A dispatcher with a bug: it panics on the bomb types (and lets the rest through).
+struct Bomb;
+
+impl Dispatcher for Bomb {
+    fn ms_can_fast_dispatch_any(&self) -> bool {
+        true
+    }
+    fn ms_can_fast_dispatch(&self, m: &Message) -> bool {
+        m.ty() == T_BOMB_FAST
+    }
+    fn ms_fast_dispatch(&self, _m: Incoming) {
+        panic!("bomb in fast dispatch");
+    }
+    fn ms_dispatch(&self, m: &Incoming) -> bool {
+        if m.msg.ty() == T_BOMB_SLOW {
+            panic!("bomb on the dispatch thread");
+        }
+        false
+    }
+}
+
+fn bomb(ty: MsgType) -> Message {
+    Message::new(
+        MessageHeader::new(ty, 1, 1),
+        Bytes::from_static(b"boom"),
+        Bytes::new(),
+        Bytes::new(),
+    )
+}
+
+/// A dispatcher that panics — in fast dispatch on a network thread, or on the dispatch
+/// thread — takes down only the connection the message came on (the default policy): its
+/// lossy client is reset, a lossless client streaming alongside never notices, the daemon
+/// keeps serving, and each panic is counted in perf dump.
+fn dispatcher_panic_contained(kind: TransportKind) {
+    let _g = begin("dispatcher_panic_contained", secs(60));
+    let server = NodeBuilder::server(kind, Policy::stateless_server(0))
+        .policy_for(EntityType::OSD, Policy::stateful_server(0))
+        .head(Arc::new(Bomb))
+        .start();
+    let good = NodeBuilder::new(kind, EntityType::OSD, 7)
+        .policy(Policy::lossless_peer(0))
+        .bind(false)
+        .start();
+    let g = good.connect(&server);
+    let mut gs = Stream::new(g.clone());
+    for _ in 0..50 {
+        assert!(gs.send(100));
+    }
+    wait_for("the good stream", 10 * S, || server.rec.got(gs.id) == 50);
+    for (round, ty) in [(1, T_BOMB_FAST), (2, T_BOMB_SLOW)] {
+        let bad = NodeBuilder::client(kind, Policy::lossy_client(0)).start();
+        let b = bad.connect(&server);
+        b.send_message(bomb(ty)).unwrap();
+        wait_for_detail(
+            "the bad client's session reset",
+            10 * S,
+            || bad.rec.has(&Ev::Reset(b.id())),
+            || bad.describe(),
+        );
+        wait_for("the panic counted", 5 * S, || {
+            server.perf("dispatch_panics") == round
+        });
+        for _ in 0..50 {
+            assert!(gs.send(100));
+        }
+        wait_for_detail(
+            "the good stream goes on",
+            10 * S,
+            || server.rec.got(gs.id) == 50 + 50 * round as usize,
+            || server.describe(),
+        );
+        shutdown_all(&[&bad]);
+    }
+    server.rec.stream(gs.id).exactly(150).unwrap();
+    assert!(!good
+        .rec
+        .log()
+        .iter()
+        .any(|e| matches!(e, Ev::Reset(_) | Ev::RemoteReset(_))));
+    shutdown_all(&[&good, &server]);
+}
+
+/// The other policy, in a child process (it ends it): the panic is logged with the
+/// connection it happened on and the process aborts.
+#[test]
+fn dispatcher_panic_abort() {
+    let _g = begin("dispatcher_panic_abort", secs(60));
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "dispatcher_panic_abort_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("MSGR_TEST_ABORT_CHILD", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "SIGABRT: {}\n{err}",
+        out.status
+    );
+    assert!(
+        err.contains("a dispatcher panicked in ms_fast_dispatch on connection")
+            && err.contains("bomb in fast dispatch; aborting (dispatch panic policy: abort)"),
+        "{err}"
+    );
+}
+
+/// Run by [`dispatcher_panic_abort`] in a child process.
+#[test]
+#[ignore = "run by dispatcher_panic_abort, in a child process it aborts"]
+fn dispatcher_panic_abort_child() {
+    assert!(
+        std::env::var_os("MSGR_TEST_ABORT_CHILD").is_some(),
+        "only as dispatcher_panic_abort's child"
+    );
+    let server = NodeBuilder::server(TransportKind::Posix, Policy::stateless_server(0))
+        .head(Arc::new(Bomb))
+        .dispatch_panic(DispatchPanic::Abort)
+        .start();
+    let bad = NodeBuilder::client(TransportKind::Posix, Policy::lossy_client(0)).start();
+    bad.connect(&server)
+        .send_message(bomb(T_BOMB_FAST))
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(20));
+    panic!("still alive 20 s after the bomb");
+}
+
 // ---------------------------------------------------------------------------------------
 // 10. Large messages
 // ---------------------------------------------------------------------------------------
@@ -1937,6 +2142,8 @@ both_transports! {
     idle_timeout_on_one_side => idle_timeout_on_one_side_posix, idle_timeout_on_one_side_simple;
     client_standby => client_standby_posix, client_standby_simple;
     throttles => throttles_posix, throttles_simple;
+    sender_bound => sender_bound_posix, sender_bound_simple;
+    dispatcher_panic_contained => dispatcher_panic_contained_posix, dispatcher_panic_contained_simple;
     large_messages => large_messages_posix, large_messages_simple;
     stress => stress_posix, stress_simple;
     shutdown_under_load => shutdown_under_load_posix, shutdown_under_load_simple;
@@ -1960,6 +2167,8 @@ dpdk_transport! {
     idle_timeout_on_one_side => idle_timeout_on_one_side_dpdk;
     client_standby => client_standby_dpdk;
     throttles => throttles_dpdk;
+    sender_bound => sender_bound_dpdk;
+    dispatcher_panic_contained => dispatcher_panic_contained_dpdk;
     large_messages => large_messages_dpdk;
     stress => stress_dpdk;
     shutdown_under_load => shutdown_under_load_dpdk;

@@ -3,7 +3,7 @@
 //! as in Ceph), and the shared state behind it.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use super::core::Core;
@@ -31,6 +31,13 @@ pub(crate) struct ConnShared {
     /// Set once the session is over (forgotten by the core), so senders can refuse
     /// without taking the engine lock.
     pub(crate) closed: std::sync::atomic::AtomicBool,
+    /// Messages (and their payload bytes) on their way to the engine through a worker's
+    /// mailbox: counted against the send limits with what the engine holds.
+    pub(crate) posted_msgs: AtomicUsize,
+    pub(crate) posted_bytes: AtomicUsize,
+    /// An accepted connection in the core's set of handshakes in progress (see
+    /// `Core::accepted`); cleared when it leaves the set.
+    pub(crate) handshaking: std::sync::atomic::AtomicBool,
 }
 
 impl ConnShared {
@@ -43,6 +50,9 @@ impl ConnShared {
             dials: AtomicU64::new(0),
             gen: AtomicU64::new(0),
             closed: std::sync::atomic::AtomicBool::new(false),
+            posted_msgs: AtomicUsize::new(0),
+            posted_bytes: AtomicUsize::new(0),
+            handshaking: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -68,6 +78,17 @@ impl ConnShared {
     /// Starts a new transport generation; call with the engine locked.
     pub(crate) fn next_gen(&self) -> u64 {
         self.gen.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Takes an accepted connection out of the core's handshakes in progress once its
+    /// engine is past the handshake (open, parked or closed). Drivers call it whenever they
+    /// drain the engine's events, with the engine locked; a relaxed load otherwise.
+    pub(crate) fn note_handshake(&self, engine: &Connection) {
+        if self.handshaking.load(Ordering::Relaxed) && engine.phase() != Phase::Accepting {
+            if let Some(core) = self.core() {
+                core.handshake_over(self);
+            }
+        }
     }
 }
 

@@ -4,13 +4,23 @@
 //! Lock order (deadlock freedom): `registry` → a registered connection's engine. A
 //! connection that is still accepting is never in the registry, so the thread resolving its
 //! accept may hold its engine, then take `registry`, then lock the existing session's engine.
+//! The one registered connection that accepts again, a session answering on a socket it
+//! adopted (a replace), resolves without the registry (see `resolve_accept`).
+//! `handshakes` is taken with an engine locked (or alone), never the other way round.
 //! Dispatchers and sockets are never touched with an engine lock held.
+//!
+//! Handshakes in progress are bounded (`Options::max_handshakes`): at the bound, each new
+//! accept closes the oldest accepted connection still in its handshake. Refusing the new
+//! one instead would let whoever holds the bound's worth of sockets (a slowloris, a flood)
+//! lock every new client out for as long as it holds them; closing the oldest lets a new
+//! client in unless the bound's worth of connections arrive during its own handshake, a
+//! round trip or two.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::conn::{ConnShared, ConnectionRef};
 use super::dispatch::{ConnEvent, DispatchQueue, Dispatchers, Incoming};
@@ -50,6 +60,10 @@ pub(crate) struct Core {
     registry: Mutex<HashMap<EntityAddr, Arc<ConnShared>>>,
     /// Every live connection, registered or anonymous.
     conns: Mutex<IdMap<u64, Arc<ConnShared>>>,
+    /// Accepted connections still in their handshake, oldest (lowest id) first.
+    handshakes: Mutex<BTreeMap<u64, Arc<ConnShared>>>,
+    /// When (driver clock, ns) the next "handshake limit reached" warning may be logged.
+    evict_warn_at: AtomicU64,
     pub(crate) perf: Perf,
     pub(crate) inject: Inject,
     pub(crate) transport: Box<dyn Transport>,
@@ -72,6 +86,8 @@ impl Core {
             queue: DispatchQueue::new(),
             registry: Mutex::default(),
             conns: Mutex::default(),
+            handshakes: Mutex::default(),
+            evict_warn_at: AtomicU64::new(0),
             perf: Perf::default(),
             inject: Inject::new(inject_every),
             transport,
@@ -120,9 +136,21 @@ impl Core {
         self.perf.connections.fetch_add(1, Ordering::Relaxed);
     }
 
+    fn handshakes(&self) -> MutexGuard<'_, BTreeMap<u64, Arc<ConnShared>>> {
+        self.handshakes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `conn`'s handshake is over (or it is closed): it leaves the handshakes in progress.
+    pub(crate) fn handshake_over(&self, conn: &ConnShared) {
+        if conn.handshaking.swap(false, Ordering::AcqRel) {
+            self.handshakes().remove(&conn.id());
+        }
+    }
+
     /// Removes a closed connection everywhere.
     pub(crate) fn forget(&self, conn: &Arc<ConnShared>) {
         conn.closed.store(true, Ordering::Release);
+        self.handshake_over(conn);
         if self.conns().remove(&conn.id()).is_some() {
             self.perf.connections.fetch_sub(1, Ordering::Relaxed);
         }
@@ -209,7 +237,61 @@ impl Core {
         );
         self.track(&conn);
         self.perf.accepts.fetch_add(1, Ordering::Relaxed);
+        self.admit(&conn);
         conn
+    }
+
+    /// Adds a just-accepted connection to the handshakes in progress and, above
+    /// `max_handshakes`, closes the oldest ones still handshaking (see the module docs).
+    fn admit(self: &Arc<Self>, conn: &Arc<ConnShared>) {
+        let max = self.config().options.max_handshakes;
+        conn.handshaking.store(true, Ordering::Release);
+        let oldest: Vec<Arc<ConnShared>> = {
+            let mut hs = self.handshakes();
+            hs.insert(conn.id(), Arc::clone(conn));
+            let mut out = Vec::new();
+            // Ids grow, so the new connection is last: never its own victim.
+            while max > 0 && hs.len() > max {
+                match hs.pop_first() {
+                    Some((_, c)) => out.push(c),
+                    None => break,
+                }
+            }
+            out
+        };
+        for victim in oldest {
+            // Not if it finished its handshake meanwhile (its flag is already clear).
+            if victim.handshaking.swap(false, Ordering::AcqRel) {
+                self.evict(&victim, max);
+            }
+        }
+    }
+
+    /// Closes a handshake to make room; counted, and logged at most every 10 s.
+    fn evict(self: &Arc<Self>, victim: &Arc<ConnShared>, max: usize) {
+        debug!(conn = victim.id(), peer = ?victim.engine().peer_addr(), "handshake limit: closing the oldest handshake");
+        self.mark_down_conn(victim);
+        let total = self.perf.handshakes_evicted.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.now().as_nanos();
+        let at = self.evict_warn_at.load(Ordering::Relaxed);
+        if now >= at
+            && self
+                .evict_warn_at
+                .compare_exchange(
+                    at,
+                    now + 10_000_000_000,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            warn!(
+                limit = max,
+                evicted_total = total,
+                "handshake limit reached: closing the oldest handshakes in progress \
+                 (a connection flood or slow handshakes?)"
+            );
+        }
     }
 
     /// Marks a session down: engine stopped, queued dispatch items dropped, transport closed.
@@ -257,7 +339,7 @@ impl Core {
                     features: r.features,
                     _throttle: r.throttle,
                 };
-                match self.dispatchers.try_fast(m) {
+                match self.dispatchers.try_fast(m, conn) {
                     None => {
                         self.perf.fast_dispatched.fetch_add(1, Ordering::Relaxed);
                     }
@@ -325,6 +407,24 @@ impl Core {
         let Some(peer) = new_engine.peer_addr() else {
             return (new_engine.resolve_accept(now, None), None);
         };
+        if new_engine.summary().replacing {
+            // The registered session itself, answering the connect that follows its
+            // replace on the socket it adopted: a lookup could only find itself (Ceph's
+            // `existing == connection`), and it must not take the registry with its engine
+            // locked: another accept for the same peer may hold the registry and be waiting
+            // for this engine (found by `bench hostile`'s reconnect storm: both posix
+            // workers deadlocked). It stays registered, whatever it answers.
+            let outcome = new_engine.resolve_accept(now, None);
+            if let AcceptOutcome::Replied(tag) = outcome {
+                self.perf.accept_reply(tag);
+            }
+            debug!(
+                conn = new.id(),
+                ?outcome,
+                "accept resolved on an adopted socket"
+            );
+            return (outcome, None);
+        }
         let mut reg = self.registry();
         let existing = reg.get(&peer).filter(|e| !Arc::ptr_eq(e, new)).cloned();
         let outcome = match &existing {
@@ -346,7 +446,8 @@ impl Core {
             AcceptOutcome::Adopted => {
                 self.perf.replaced.fetch_add(1, Ordering::Relaxed);
             }
-            AcceptOutcome::Replied(_) | AcceptOutcome::NotPending => {}
+            AcceptOutcome::Replied(tag) => self.perf.accept_reply(tag),
+            AcceptOutcome::NotPending => {}
         }
         if outcome == AcceptOutcome::ReplacedLossy {
             self.perf.replaced.fetch_add(1, Ordering::Relaxed);
@@ -368,6 +469,19 @@ impl Core {
             self.queue.dispatched.load(Ordering::Relaxed).into(),
         );
         extra.insert("registered_sessions".into(), self.registry().len().into());
+        let d = &self.dispatchers;
+        extra.insert(
+            "unhandled_messages".into(),
+            d.unhandled.load(Ordering::Relaxed).into(),
+        );
+        extra.insert(
+            "dispatch_panics".into(),
+            d.panics.load(Ordering::Relaxed).into(),
+        );
+        extra.insert(
+            "handshakes_in_progress".into(),
+            self.handshakes().len().into(),
+        );
         let cfg = self.config();
         extra.insert("name".into(), cfg.name.to_string().into());
         extra.insert("addr".into(), cfg.addr.to_string().into());

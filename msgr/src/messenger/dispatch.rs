@@ -18,12 +18,13 @@
 //! a message holds its share until its [`Incoming`] is dropped, which is after dispatch.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 
-use tracing::debug;
+use tracing::{debug, error};
 
-use super::conn::ConnectionRef;
+use super::conn::{ConnShared, ConnectionRef};
 use super::idmap::IdMap;
 use crate::msg::{priority, Message};
 use crate::proto::ThrottleGuard;
@@ -95,6 +96,19 @@ pub(crate) enum ConnEvent {
     Refused,
 }
 
+/// What a panic in a dispatcher callback does (`MessengerBuilder::dispatch_panic`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DispatchPanic {
+    /// The panic is caught and logged, and the connection whose message or event it was is
+    /// marked down: its peer sees the session end (a lossless peer reconnects and finds
+    /// it reset), every other session carries on. Counted as `dispatch_panics`.
+    #[default]
+    Contain,
+    /// The panic is logged with the connection it happened on, then the process aborts:
+    /// for a daemon whose supervisor restarts it (Ceph asserts the same way).
+    Abort,
+}
+
 /// The dispatcher chain (`add_dispatcher_head` / `add_dispatcher_tail`).
 #[derive(Default)]
 pub(crate) struct Dispatchers {
@@ -102,6 +116,9 @@ pub(crate) struct Dispatchers {
     fast: RwLock<Vec<Arc<dyn Dispatcher>>>,
     /// Queued messages no dispatcher took.
     pub(crate) unhandled: AtomicU64,
+    /// Dispatcher callbacks that panicked (and were contained).
+    pub(crate) panics: AtomicU64,
+    abort_on_panic: AtomicBool,
 }
 
 impl Dispatchers {
@@ -122,36 +139,79 @@ impl Dispatchers {
         }
     }
 
+    pub(crate) fn set_panic_policy(&self, p: DispatchPanic) {
+        self.abort_on_panic
+            .store(p == DispatchPanic::Abort, Ordering::Relaxed);
+    }
+
+    /// Runs a dispatcher callback for `con`, applying the panic policy if it panics.
+    fn guarded<R>(&self, what: &str, conn: &Arc<ConnShared>, f: impl FnOnce() -> R) -> Option<R> {
+        match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => Some(r),
+            Err(payload) => {
+                let con = ConnectionRef(Arc::clone(conn));
+                let why = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "(no message)".to_owned());
+                let peer = con
+                    .peer_addr()
+                    .map_or_else(|| "?".to_owned(), |a| a.to_string());
+                if self.abort_on_panic.load(Ordering::Relaxed) {
+                    error!(conn = con.id(), %peer, what, %why, "dispatcher panicked: aborting (dispatch panic policy: abort)");
+                    eprintln!(
+                        "msgr: a dispatcher panicked in {what} on connection {} (peer {peer}): \
+                         {why}; aborting (dispatch panic policy: abort)",
+                        con.id()
+                    );
+                    std::process::abort();
+                }
+                self.panics.fetch_add(1, Ordering::Relaxed);
+                error!(conn = con.id(), %peer, what, %why, "dispatcher panicked: connection marked down");
+                con.mark_down();
+                None
+            }
+        }
+    }
+
     fn all(&self) -> Vec<Arc<dyn Dispatcher>> {
         self.all.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Preprocess, then fast dispatch if claimed. Returns the message back if nobody claimed
-    /// it (it goes to the queue).
-    pub(crate) fn try_fast(&self, m: Incoming) -> Option<Incoming> {
+    /// it (it goes to the queue). `con` is the message's connection (`m.conn`), lent for
+    /// the panic policy.
+    pub(crate) fn try_fast(&self, m: Incoming, con: &Arc<ConnShared>) -> Option<Incoming> {
         let fast = self.fast.read().unwrap_or_else(|e| e.into_inner());
-        for d in fast.iter() {
-            d.ms_fast_preprocess(&m.msg);
-        }
-        match fast.iter().find(|d| d.ms_can_fast_dispatch(&m.msg)) {
-            Some(d) => {
-                let d = Arc::clone(d);
-                drop(fast);
-                d.ms_fast_dispatch(m);
+        let claimed = self.guarded("ms_fast_preprocess", con, || {
+            for d in fast.iter() {
+                d.ms_fast_preprocess(&m.msg);
+            }
+            fast.iter()
+                .find(|d| d.ms_can_fast_dispatch(&m.msg))
+                .map(Arc::clone)
+        });
+        drop(fast);
+        match claimed {
+            Some(Some(d)) => {
+                self.guarded("ms_fast_dispatch", con, || d.ms_fast_dispatch(m));
                 None
             }
-            None => Some(m),
+            Some(None) => Some(m),
+            // The preprocessing panicked: the connection is gone, and so is the message.
+            None => None,
         }
     }
 
     /// The synchronous connect/accept notifications.
     pub(crate) fn fast_event(&self, con: &ConnectionRef, ev: ConnEvent) {
         for d in self.all() {
-            match ev {
+            self.guarded("ms_handle_fast_connect/accept", &con.0, || match ev {
                 ConnEvent::Connect => d.ms_handle_fast_connect(con),
                 ConnEvent::Accept => d.ms_handle_fast_accept(con),
                 _ => {}
-            }
+            });
         }
     }
 
@@ -159,24 +219,32 @@ impl Dispatchers {
         let ds = self.all();
         match item {
             Item::Msg(m) => {
-                if !ds.iter().any(|d| d.ms_dispatch(&m)) {
+                let conn = Arc::clone(&m.conn.0);
+                let taken = self.guarded("ms_dispatch", &conn, || {
+                    ds.iter().any(|d| d.ms_dispatch(&m))
+                });
+                if taken == Some(false) {
                     // A peer can send any type: log quietly and count (perf dump), so an
                     // unwanted message cannot flood the log.
                     debug!(ty = m.msg.ty().0, peer = ?m.conn.peer_addr(), "unhandled message");
                     self.unhandled.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Item::Event(con, ev) => match ev {
-                ConnEvent::Connect => ds.iter().for_each(|d| d.ms_handle_connect(&con)),
-                ConnEvent::Accept => ds.iter().for_each(|d| d.ms_handle_accept(&con)),
-                ConnEvent::RemoteReset => ds.iter().for_each(|d| d.ms_handle_remote_reset(&con)),
-                ConnEvent::Reset => {
-                    let _ = ds.iter().any(|d| d.ms_handle_reset(&con));
-                }
-                ConnEvent::Refused => {
-                    let _ = ds.iter().any(|d| d.ms_handle_refused(&con));
-                }
-            },
+            Item::Event(con, ev) => {
+                self.guarded("a connection event handler", &con.0, || match ev {
+                    ConnEvent::Connect => ds.iter().for_each(|d| d.ms_handle_connect(&con)),
+                    ConnEvent::Accept => ds.iter().for_each(|d| d.ms_handle_accept(&con)),
+                    ConnEvent::RemoteReset => {
+                        ds.iter().for_each(|d| d.ms_handle_remote_reset(&con));
+                    }
+                    ConnEvent::Reset => {
+                        let _ = ds.iter().any(|d| d.ms_handle_reset(&con));
+                    }
+                    ConnEvent::Refused => {
+                        let _ = ds.iter().any(|d| d.ms_handle_refused(&con));
+                    }
+                });
+            }
         }
     }
 }

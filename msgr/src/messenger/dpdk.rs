@@ -393,6 +393,10 @@ fn worker_report<P: Port, C: Clock>(w: &stack::Worker<P, WorkerState, C>) -> ser
     for (k, v) in w.stack.stats().counters() {
         stack.insert(k.to_owned(), v.into());
     }
+    let mut now = serde_json::Map::new();
+    for (k, v) in w.stack.gauges() {
+        now.insert(k.to_owned(), v.into());
+    }
     serde_json::json!({
         "queue": w.handler.idx,
         "sessions": w.handler.conns.len(),
@@ -404,6 +408,7 @@ fn worker_report<P: Port, C: Clock>(w: &stack::Worker<P, WorkerState, C>) -> ser
         "yields": ws.yields,
         "sleeps": ws.sleeps,
         "stack": stack,
+        "stack_now": now,
     })
 }
 
@@ -629,15 +634,15 @@ impl WorkerState {
                 debug!(worker = self.idx, on = cap.is_some(), "packet capture");
                 st.set_capture(cap.map(|c| c.with_base(base)));
             }
-            Cmd::Send { conn, msg } => {
-                if let Some(t) = self.route(&conn, || Cmd::Send {
-                    conn: Arc::clone(&conn),
-                    msg: msg.clone(),
-                }) {
-                    if conn.engine().send_message(self.now, msg).is_err() {
+            Cmd::Send(posted) => {
+                let conn = Arc::clone(posted.conn());
+                if let Some(&t) = self.by_id.get(&conn.id()) {
+                    if posted.enqueue(self.now).is_err() {
                         trace!(conn = conn.id(), "send on a closed connection dropped");
                     }
                     self.touch(t);
+                } else if driver::owner(&conn) != self.idx {
+                    driver::forward(&self.core, &self.peers, &conn, Cmd::Send(posted));
                 }
             }
             Cmd::Keepalive(conn) => {
@@ -685,6 +690,7 @@ impl WorkerState {
         };
         e.connecting = false;
         let conn = Arc::clone(&e.conn);
+        debug!(worker = self.idx, conn = conn.id(), sock = ?sock, "connected");
         let mut engine = conn.engine();
         if conn.gen() != e.gen {
             // The session took another socket (a replace) while this one connected.
@@ -711,6 +717,7 @@ impl WorkerState {
             return;
         }
         e.sock = None;
+        debug!(worker = self.idx, conn = e.conn.id(), sock = ?sock, connecting = e.connecting, refused, "socket closed");
         let kind = match (e.connecting, refused) {
             (true, true) => TransportError::Refused,
             // The handshake timed out (unreachable, or a host gone).
@@ -748,6 +755,7 @@ impl WorkerState {
         let e = self.conns.get_mut(&t).expect("still here");
         match r {
             Ok(s) => {
+                debug!(worker = self.idx, conn = conn.id(), sock = ?s, ports = ?st.endpoints(s).ok(), "dial");
                 e.sock = Some(s);
                 e.gen = conn.gen();
                 e.connecting = true;
@@ -803,6 +811,7 @@ impl WorkerState {
             if let Some(e) = self.conns.get_mut(&t) {
                 e.deadline = None;
                 let r = e.conn.engine().handle_timeout(now);
+                trace!(worker = self.idx, conn = e.conn.id(), result = ?r.as_ref().err(), "timer");
                 if let Err(f) = r {
                     let conn = Arc::clone(&e.conn);
                     self.core.fault(&conn, &f);

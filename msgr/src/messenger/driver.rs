@@ -90,10 +90,7 @@ pub(crate) fn forward<A: Orphan>(
 pub(crate) enum Cmd<A> {
     Own(A),
     /// Queue a message.
-    Send {
-        conn: Arc<ConnShared>,
-        msg: Message,
-    },
+    Send(Posted),
     /// Send a keepalive.
     Keepalive(Arc<ConnShared>),
     /// Run the connection: its engine changed under another thread (an accept decision
@@ -102,6 +99,70 @@ pub(crate) enum Cmd<A> {
     /// The engine was stopped (mark_down): drop the connection.
     Closed(Arc<ConnShared>),
     Shutdown,
+}
+
+/// A message on its way to its connection's engine through a mailbox, counted in the
+/// connection's `posted_*` until it is queued on the engine ([`Posted::enqueue`]) or
+/// dropped (a worker gone, a session closed): the senders' limit sees it all along.
+pub(crate) struct Posted {
+    conn: Arc<ConnShared>,
+    msg: Option<Message>,
+}
+
+impl Posted {
+    /// Counts `msg` against `conn` if the session has room for it (`QueueFull` if not).
+    fn reserve(conn: &Arc<ConnShared>, msg: Message) -> Result<Self, SendError> {
+        let len = msg.payload_len();
+        {
+            let engine = conn.engine();
+            let msgs = conn.posted_msgs.load(Ordering::Acquire);
+            let bytes = conn.posted_bytes.load(Ordering::Acquire);
+            if !engine.has_room(len, msgs, bytes) {
+                return Err(SendError::QueueFull(Box::new(msg)));
+            }
+            conn.posted_msgs.fetch_add(1, Ordering::AcqRel);
+            conn.posted_bytes.fetch_add(len, Ordering::AcqRel);
+        }
+        Ok(Self {
+            conn: Arc::clone(conn),
+            msg: Some(msg),
+        })
+    }
+
+    pub(crate) fn conn(&self) -> &Arc<ConnShared> {
+        &self.conn
+    }
+
+    /// Queues the message on the engine (under its lock, so that the count moves from
+    /// posted to held at once). A closed session drops it.
+    pub(crate) fn enqueue(mut self, now: Instant) -> Result<(), SendError> {
+        let mut engine = self.conn.engine();
+        let Some(m) = self.msg.take() else {
+            return Ok(());
+        };
+        self.release(m.payload_len());
+        engine.send_reserved(now, m)
+    }
+
+    fn release(&self, len: usize) {
+        self.conn.posted_msgs.fetch_sub(1, Ordering::AcqRel);
+        self.conn.posted_bytes.fetch_sub(len, Ordering::AcqRel);
+    }
+
+    /// The message back, uncounted (a post that failed).
+    fn into_message(mut self) -> Option<Message> {
+        let m = self.msg.take()?;
+        self.release(m.payload_len());
+        Some(m)
+    }
+}
+
+impl Drop for Posted {
+    fn drop(&mut self) {
+        if let Some(m) = self.msg.take() {
+            self.release(m.payload_len());
+        }
+    }
 }
 
 /// What a transport's own commands leave behind when no worker will ever serve them.
@@ -319,13 +380,13 @@ pub(crate) fn send<A: Orphan>(
     if conn.closed.load(Ordering::Acquire) {
         return Err(SendError::Closed(Box::new(m)));
     }
-    let cmd = Cmd::Send {
-        conn: Arc::clone(conn),
-        msg: m,
-    };
+    let cmd = Cmd::Send(Posted::reserve(conn, m)?);
     match mailbox.post(core, cmd) {
         Ok(()) => Ok(()),
-        Err(Cmd::Send { msg, .. }) => Err(SendError::QueueFull(Box::new(msg))),
+        Err(Cmd::Send(p)) => match p.into_message() {
+            Some(msg) => Err(SendError::QueueFull(Box::new(msg))),
+            None => Ok(()),
+        },
         Err(_) => Ok(()),
     }
 }
@@ -348,6 +409,7 @@ pub(crate) fn drain_events(
         }
         events.push(ev);
     }
+    conn.note_handshake(engine);
     accept
 }
 

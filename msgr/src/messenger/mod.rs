@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 pub use conn::ConnectionRef;
-pub use dispatch::{Dispatcher, Incoming};
+pub use dispatch::{DispatchPanic, Dispatcher, Incoming};
 pub use dpdk::{Backend, DpdkConfig, UserspaceConfig};
 pub use stack::pcap::{CaptureConfig, CaptureStats};
 pub use transport::TransportKind;
@@ -86,6 +86,7 @@ pub struct MessengerBuilder {
     inject_socket_failures: u64,
     auth: AuthConfig,
     userspace: Option<UserspaceConfig>,
+    dispatch_panic: DispatchPanic,
 }
 
 impl MessengerBuilder {
@@ -126,6 +127,12 @@ impl MessengerBuilder {
         self
     }
 
+    /// What a panic in a dispatcher callback does (default: contained to its connection).
+    pub fn dispatch_panic(mut self, p: DispatchPanic) -> Self {
+        self.dispatch_panic = p;
+        self
+    }
+
     /// The authorizer this messenger sends to non-monitors.
     pub fn auth(mut self, a: AuthConfig) -> Self {
         self.auth = a;
@@ -156,6 +163,7 @@ impl MessengerBuilder {
             self.inject_socket_failures,
             epoch,
         ));
+        core.dispatchers.set_panic_policy(self.dispatch_panic);
         Messenger {
             core,
             kind: self.transport,
@@ -203,6 +211,7 @@ impl Messenger {
             inject_socket_failures: 0,
             auth: AuthConfig::Empty,
             userspace: None,
+            dispatch_panic: DispatchPanic::default(),
         }
     }
 

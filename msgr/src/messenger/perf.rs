@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use crate::msg::MsgType;
 use crate::proto::Fault;
+use crate::wire::Tag;
 
 /// Fault causes as `Fault::label` reports them, in a fixed order.
 pub(crate) const FAULT_LABELS: [&str; 15] = [
@@ -28,6 +29,14 @@ pub(crate) const FAULT_LABELS: [&str; 15] = [
     "eof",
     "io",
     "peer_closed",
+];
+
+/// The server's non-final answers to a connect (docs §2.8), as `perf dump` names them.
+const ACCEPT_REPLIES: [(Tag, &str); 4] = [
+    (Tag::RetryGlobal, "retry_global"),
+    (Tag::RetrySession, "retry_session"),
+    (Tag::ResetSession, "reset_session"),
+    (Tag::Wait, "wait"),
 ];
 
 /// Fault causes that are a peer leaving, not a problem.
@@ -61,6 +70,12 @@ pub(crate) struct Perf {
     pub(crate) injected_failures: AtomicU64,
     pub(crate) send_queue_full: AtomicU64,
     pub(crate) handshakes_refused: AtomicU64,
+    /// Handshakes closed to make room for a new accept (`Options::max_handshakes`).
+    pub(crate) handshakes_evicted: AtomicU64,
+    /// `accept` calls that failed (EMFILE and friends).
+    pub(crate) accept_errors: AtomicU64,
+    /// Non-final connect replies the server's decision table gave, by tag.
+    accept_replies: [AtomicU64; ACCEPT_REPLIES.len()],
     faults: [AtomicU64; FAULT_LABELS.len()],
     in_by_type: [AtomicU64; TYPE_SLOTS + 1],
     out_by_type: [AtomicU64; TYPE_SLOTS + 1],
@@ -89,6 +104,9 @@ impl Default for Perf {
             injected_failures: AtomicU64::new(0),
             send_queue_full: AtomicU64::new(0),
             handshakes_refused: AtomicU64::new(0),
+            handshakes_evicted: AtomicU64::new(0),
+            accept_errors: AtomicU64::new(0),
+            accept_replies: std::array::from_fn(|_| AtomicU64::new(0)),
             faults: std::array::from_fn(|_| AtomicU64::new(0)),
             in_by_type: std::array::from_fn(|_| AtomicU64::new(0)),
             out_by_type: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -105,6 +123,14 @@ impl Perf {
         let label = f.label();
         if let Some(i) = FAULT_LABELS.iter().position(|l| *l == label) {
             inc(&self.faults[i]);
+        }
+    }
+
+    /// Counts a retry, reset or wait the decision table answered a connect with (the
+    /// refusals, BADPROTOVER and friends, are `handshakes_refused`).
+    pub(crate) fn accept_reply(&self, tag: Tag) {
+        if let Some(i) = ACCEPT_REPLIES.iter().position(|(t, _)| *t == tag) {
+            inc(&self.accept_replies[i]);
         }
     }
 
@@ -161,6 +187,10 @@ impl Perf {
         for (l, c) in FAULT_LABELS.iter().zip(&self.faults) {
             faults.insert((*l).to_string(), json!(g(c)));
         }
+        let mut replies = Map::new();
+        for ((_, l), c) in ACCEPT_REPLIES.iter().zip(&self.accept_replies) {
+            replies.insert((*l).to_string(), json!(g(c)));
+        }
         let mut msgr = json!({
             "msgs_in": g(&self.msgs_in),
             "msgs_out": g(&self.msgs_out),
@@ -185,6 +215,9 @@ impl Perf {
             "faults_total": self.faults_total(),
             "disconnects": self.disconnects(),
             "handshakes_refused": g(&self.handshakes_refused),
+            "handshakes_evicted": g(&self.handshakes_evicted),
+            "accept_errors": g(&self.accept_errors),
+            "accept_replies": replies,
             "msgs_in_by_type": Self::by_type(&self.in_by_type),
             "msgs_out_by_type": Self::by_type(&self.out_by_type),
         });

@@ -405,6 +405,7 @@ impl Worker {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE and friends: stop accepting this turn; the flood drains.
+                    self.core.perf.accept_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "accept failed");
                     return;
                 }
@@ -451,17 +452,15 @@ impl Worker {
                 rx,
                 gen,
             }) => self.adopt(conn, sock, rx, gen),
-            Cmd::Send { conn, msg } => {
-                if let Some(t) = self.route(&conn, || Cmd::Send {
-                    conn: Arc::clone(&conn),
-                    msg: msg.clone(),
-                }) {
-                    let now = self.now;
-                    let r = conn.engine().send_message(now, msg);
-                    if r.is_err() {
+            Cmd::Send(posted) => {
+                let conn = Arc::clone(posted.conn());
+                if let Some(&t) = self.by_id.get(&conn.id()) {
+                    if posted.enqueue(self.now).is_err() {
                         trace!(conn = conn.id(), "send on a closed connection dropped");
                     }
                     self.touch(t);
+                } else if driver::owner(&conn) != self.idx {
+                    driver::forward(&self.core, &self.peers, &conn, Cmd::Send(posted));
                 }
             }
             Cmd::Keepalive(conn) => {

@@ -275,6 +275,7 @@ fn accepter(
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    core.perf.accept_errors.fetch_add(1, Ordering::Relaxed);
                     warn!(error = %e, "accept failed");
                     std::thread::sleep(Duration::from_millis(10));
                     break;
@@ -353,7 +354,10 @@ fn drain(conn: &ConnShared, engine: &mut crate::proto::Connection) -> bool {
             ev => out.q.push_back(ev),
         }
     }
-    std::mem::take(&mut out.dial_pending)
+    let dial = std::mem::take(&mut out.dial_pending);
+    drop(out);
+    conn.note_handshake(engine);
+    dial
 }
 
 /// Delivers the session's outbox, front to back, unless another thread already is (it

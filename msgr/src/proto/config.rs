@@ -143,8 +143,25 @@ pub struct Options {
     pub learn_addr_from_peer: bool,
     /// Most messages queued for sending on one connection before `send_message` refuses.
     pub max_queued_messages: usize,
+    /// Most payload bytes one connection holds for its peer — queued, and written but not
+    /// yet acknowledged — before `send_message` refuses (`QueueFull`): a stalled receiver
+    /// makes its senders fail instead of buffering without bound.
+    pub max_queued_bytes: usize,
     /// Most stream items `handle_input` processes per call before yielding.
     pub input_budget: usize,
+    /// Most `ceph_msg_connect`s a server takes on one transport (each answered with a
+    /// retry, a reset or a refusal) before it gives the transport up as misbehaving. An
+    /// honest client needs a few (RESETSESSION, RETRY_GLOBAL, RETRY_SESSION, a replace);
+    /// a peer looping on stale sequence numbers would otherwise take the session table's
+    /// lock at wire speed until the ready timeout. 0: no limit (Ceph has none).
+    pub max_connect_attempts: u32,
+    /// Messenger-wide: accepted connections that may be in their handshake at once (Ceph
+    /// has no such bound; the kernel's default listen backlog, `somaxconn`, is 4096). At
+    /// the bound, each new accept closes the oldest handshake still in progress: memory,
+    /// sockets and (on the simple transport) threads stay bounded under a connection
+    /// flood or a slowloris, while a new client, whose handshake takes a round trip or
+    /// two, still gets in. 0: no limit.
+    pub max_handshakes: usize,
 }
 
 impl Default for Options {
@@ -161,7 +178,10 @@ impl Default for Options {
             default_priority: priority::DEFAULT,
             learn_addr_from_peer: true,
             max_queued_messages: 1 << 16,
+            max_queued_bytes: 1 << 30,
             input_budget: 256,
+            max_connect_attempts: 32,
+            max_handshakes: 4096,
         }
     }
 }

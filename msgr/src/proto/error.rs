@@ -46,6 +46,12 @@ pub enum PeerMisbehaved {
     },
     /// A connect-reply tag that has no meaning there.
     UnexpectedReplyTag(Tag),
+    /// The client sent more connects on one transport than `max_connect_attempts`
+    /// allows (a loop on stale sequence numbers, or a storm).
+    TooManyConnects {
+        /// Connects received on the transport, this one included.
+        attempts: u32,
+    },
 }
 
 /// The peer cannot talk to us with our settings.

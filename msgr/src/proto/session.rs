@@ -16,8 +16,12 @@ pub(crate) struct Session {
     /// Outgoing messages by priority; the highest is drained first, FIFO within one.
     out_q: BTreeMap<u16, VecDeque<Message>>,
     queued: usize,
+    /// Payload bytes of `out_q`.
+    queued_bytes: usize,
     /// Written but not yet acked (lossless only).
     sent: VecDeque<Message>,
+    /// Payload bytes of `sent`.
+    sent_bytes: usize,
     /// Seq of the last message written.
     pub(crate) out_seq: u64,
     /// Seq of the last message received.
@@ -45,11 +49,18 @@ impl Session {
         self.sent.len()
     }
 
+    /// Payload bytes this session holds for the peer: queued, and written but not yet
+    /// acked (what a stalled receiver makes grow).
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.queued_bytes + self.sent_bytes
+    }
+
     pub(crate) fn is_queued(&self) -> bool {
         self.queued > 0
     }
 
     pub(crate) fn enqueue(&mut self, m: Message) {
+        self.queued_bytes += m.payload_len();
         self.out_q
             .entry(m.header.priority)
             .or_default()
@@ -64,13 +75,15 @@ impl Session {
         if entry.get().is_empty() {
             entry.remove();
         }
-        if m.is_some() {
+        if let Some(m) = &m {
             self.queued -= 1;
+            self.queued_bytes -= m.payload_len();
         }
         m
     }
 
     pub(crate) fn record_sent(&mut self, m: Message) {
+        self.sent_bytes += m.payload_len();
         self.sent.push_back(m);
     }
 
@@ -78,7 +91,9 @@ impl Session {
     pub(crate) fn handle_ack(&mut self, seq: u64) -> usize {
         let mut n = 0;
         while self.sent.front().is_some_and(|m| m.header.seq <= seq) {
-            self.sent.pop_front();
+            if let Some(m) = self.sent.pop_front() {
+                self.sent_bytes -= m.payload_len();
+            }
             n += 1;
         }
         n
@@ -93,6 +108,7 @@ impl Session {
         self.out_seq = self.out_seq.saturating_sub(self.sent.len() as u64);
         let q = self.out_q.entry(priority::HIGHEST).or_default();
         self.queued += self.sent.len();
+        self.queued_bytes += std::mem::take(&mut self.sent_bytes);
         while let Some(m) = self.sent.pop_back() {
             q.push_front(m);
         }
@@ -109,7 +125,9 @@ impl Session {
             .front()
             .is_some_and(|m| m.header.seq != 0 && m.header.seq <= peer_in_seq)
         {
-            q.pop_front();
+            if let Some(m) = q.pop_front() {
+                self.queued_bytes -= m.payload_len();
+            }
             self.out_seq = self.out_seq.wrapping_add(1);
             n += 1;
         }
@@ -126,6 +144,8 @@ impl Session {
         self.out_q.clear();
         self.sent.clear();
         self.queued = 0;
+        self.queued_bytes = 0;
+        self.sent_bytes = 0;
         n
     }
 }
@@ -203,6 +223,35 @@ mod tests {
             vec![(4, 4), (5, 5), (6, 6)],
             "old numbers reused, new message after"
         );
+    }
+
+    fn sized(tid: u64, len: usize) -> Message {
+        let mut x = m(127, tid);
+        x.data = Bytes::from(vec![0; len]);
+        x
+    }
+
+    #[test]
+    fn held_bytes_follow_every_move() {
+        let mut s = Session::default();
+        for t in 1..=4 {
+            s.enqueue(sized(t, 100 * t as usize));
+        }
+        assert_eq!(s.held_bytes(), 1000);
+        write(&mut s);
+        write(&mut s);
+        assert_eq!(s.held_bytes(), 1000, "written, not acked: still held");
+        s.handle_ack(1);
+        assert_eq!(s.held_bytes(), 900);
+        s.requeue_sent();
+        assert_eq!(s.held_bytes(), 900);
+        assert_eq!(s.discard_requeued_up_to(2), 1);
+        assert_eq!(s.held_bytes(), 700);
+        // A lossy write: taken and not kept.
+        let _ = s.next_outgoing();
+        assert_eq!(s.held_bytes(), 400);
+        s.discard_all();
+        assert_eq!(s.held_bytes(), 0);
     }
 
     #[test]

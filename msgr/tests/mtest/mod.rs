@@ -936,6 +936,7 @@ pub(crate) struct NodeBuilder {
     head: Vec<Arc<dyn Dispatcher>>,
     /// The dpdk transport's network (default: a port of the process-wide switch).
     userspace: Option<msgr::messenger::UserspaceConfig>,
+    dispatch_panic: msgr::messenger::DispatchPanic,
 }
 
 impl NodeBuilder {
@@ -960,6 +961,7 @@ impl NodeBuilder {
             label: format!("{}.{num}", ty.name().unwrap_or("?")),
             head: Vec::new(),
             userspace: None,
+            dispatch_panic: msgr::messenger::DispatchPanic::default(),
         }
     }
 
@@ -1029,8 +1031,14 @@ impl NodeBuilder {
         self
     }
 
+    pub(crate) fn dispatch_panic(mut self, p: msgr::messenger::DispatchPanic) -> Self {
+        self.dispatch_panic = p;
+        self
+    }
+
     pub(crate) fn start(self) -> Node {
         let mut b = Messenger::builder(self.name, next_nonce())
+            .dispatch_panic(self.dispatch_panic)
             .transport(self.kind)
             .workers(self.workers)
             .options(self.options)

@@ -10,6 +10,9 @@
 //! workers = 2                 # posix threads, or dpdk queues (one lcore each)
 //! admin_socket = "/run/msgr/osd.0.asok"
 //! log_level = "info"
+//! ready_timeout = 10.0        # seconds a handshake may take (ms_connection_ready_timeout)
+//! max_handshakes = 4096       # incoming handshakes in progress at once (0: no bound)
+//! dispatch_panic = "contain"  # a handler panic: contain (close that connection) | abort
 //!
 //! [dpdk]
 //! eal = "-l 2-3 --main-lcore 2 -a 0000:03:00.1 --file-prefix msgr-osd.0"
@@ -45,6 +48,10 @@ pub(crate) struct Config {
     log_level: Option<String>,
     pcap: Option<String>,
     inject_socket_failures: Option<u64>,
+    /// Seconds (ms_connection_ready_timeout).
+    ready_timeout: Option<f64>,
+    max_handshakes: Option<usize>,
+    dispatch_panic: Option<String>,
     dpdk: Option<Dpdk>,
     throttle: Option<Throttles>,
     /// Peer type -> Ceph policy preset.
@@ -129,6 +136,20 @@ pub(crate) fn command_line(path: &Path) -> Result<Vec<String>, String> {
     }
     if let Some(n) = c.inject_socket_failures {
         flag(&mut serve, "inject-socket-failures", n.to_string());
+    }
+    if let Some(t) = c.ready_timeout {
+        let v = t.to_string();
+        crate::ping::parse_positive_secs(&v).map_err(|e| bad("ready_timeout", e))?;
+        flag(&mut serve, "ready-timeout", v);
+    }
+    if let Some(n) = c.max_handshakes {
+        flag(&mut serve, "max-handshakes", n.to_string());
+    }
+    if let Some(p) = &c.dispatch_panic {
+        if p != "contain" && p != "abort" {
+            return Err(bad("dispatch_panic", format!("{p:?}: contain or abort")));
+        }
+        flag(&mut serve, "dispatch-panic", p.clone());
     }
     if let Some(d) = &c.dpdk {
         match &d.eal {
@@ -261,6 +282,21 @@ client_messages = 256
              --bind v1:10.0.0.5:6800 --name osd.3 --workers 2 --admin-socket \
              /run/msgr/osd.3.asok --dispatch-throttle-bytes 1048576 --client-message-cap 256"
         );
+    }
+
+    #[test]
+    fn handshake_bounds_become_flags() {
+        let args =
+            lines("bind = \"v1:1.2.3.4:1\"\nready_timeout = 2.5\nmax_handshakes = 64\ndispatch_panic = \"abort\"\n").unwrap();
+        assert!(
+            shell_line(&args)
+                .ends_with("--ready-timeout 2.5 --max-handshakes 64 --dispatch-panic abort"),
+            "{args:?}"
+        );
+        let e = lines("bind = \"v1:1.2.3.4:1\"\nready_timeout = 0.0\n").unwrap_err();
+        assert!(e.contains(": ready_timeout: "), "{e}");
+        let e = lines("bind = \"v1:1.2.3.4:1\"\ndispatch_panic = \"ignore\"\n").unwrap_err();
+        assert!(e.contains(": dispatch_panic: "), "{e}");
     }
 
     #[test]

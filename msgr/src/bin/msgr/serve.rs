@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use msgr::admin::{AdminServer, Handler};
 use msgr::entity::{EntityName, EntityType};
-use msgr::messenger::{CaptureConfig, Messenger, TransportKind};
+use msgr::messenger::{CaptureConfig, DispatchPanic, Messenger, TransportKind};
 use msgr::osd::{ObjectStore, OsdDispatcher};
-use msgr::proto::{Policy, Throttle};
+use msgr::proto::{Options, Policy, Throttle};
 use serde_json::{json, Value};
 use tracing::info;
 
@@ -114,6 +114,24 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "BYTES", default_value_t = stack::pcap::DEFAULT_SNAPLEN, value_parser = clap::value_parser!(u32).range(64..=i64::from(stack::pcap::MAX_SNAPLEN)))]
     pcap_snaplen: u32,
 
+    /// Seconds an incoming connection has to finish its handshake before it is closed
+    /// (ms_connection_ready_timeout): what a slowloris, or a client that connects and sends
+    /// nothing, gets
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_positive_secs)]
+    ready_timeout: f64,
+
+    /// Incoming connections that may be in their handshake at once; at the bound each new
+    /// one closes the oldest still handshaking (counted as handshakes_evicted in perf dump)
+    /// [0: no bound]
+    #[arg(long, value_name = "N", default_value_t = Options::default().max_handshakes)]
+    max_handshakes: usize,
+
+    /// What a panic in the OSD or monitor handler does: contain (log, count as
+    /// dispatch_panics in perf dump, close that one connection, serve on) or abort (log,
+    /// then end the process: for a supervisor that restarts it clean)
+    #[arg(long, value_name = "POLICY", default_value = "contain", value_parser = ["contain", "abort"])]
+    dispatch_panic: String,
+
     /// Stop cleanly after this many seconds (default: run until stopped)
     #[arg(long, value_name = "SECS", value_parser = parse_positive_secs)]
     run_for: Option<f64>,
@@ -144,10 +162,21 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
     } else {
         random_nonce()
     });
+    let options = Options {
+        ready_timeout: Duration::from_secs_f64(a.ready_timeout),
+        max_handshakes: a.max_handshakes,
+        ..Options::default()
+    };
     let msgr = Arc::new(
         net.builder(a.name, nonce, a.workers.map(usize::from))
+            .options(options)
             .inject_socket_failures(a.inject_socket_failures)
             .dispatch_throttle_bytes(a.dispatch_throttle_bytes)
+            .dispatch_panic(if a.dispatch_panic == "abort" {
+                DispatchPanic::Abort
+            } else {
+                DispatchPanic::Contain
+            })
             .build(),
     );
     if is_mon {
