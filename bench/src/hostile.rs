@@ -60,6 +60,10 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
     pub(crate) msgr: Option<PathBuf>,
     pub(crate) json: bool,
+    /// The daemon's CPU and the runner's (honest client and attackers), as in bench osd:
+    /// on a machine this small an unpinned attacker preempts a userspace worker thread,
+    /// where the kernel paths do their packet work in softirq.
+    pub(crate) cpus: crate::dpdklink::Cpus,
 }
 
 /// The daemon's settings that the attacks aim at.
@@ -329,8 +333,7 @@ fn run_transport(
                 format!(
                     "--no-huge -m 256 --no-pci --no-telemetry --file-prefix {prefix} \
                      --lcores 0@({}) --vdev=net_tap0,iface={}",
-                    stack::dpdk_files::allowed_cpus(),
-                    n.tap
+                    plan.cpus.a, n.tap
                 ),
                 "--ip".into(),
                 format!("{}/24", netns::DAEMON_IP),
@@ -345,12 +348,23 @@ fn run_transport(
     args.extend(["--run-for".into(), "86400".into()]);
     args.extend(limits.args());
     let wrapper: Vec<&str> = ns.as_ref().map(|n| n.exec().to_vec()).unwrap_or_default();
-    let mut daemon = Daemon::start(msgr, &wrapper, &args, asok.clone(), log.clone())?;
+    let (server_cpu, client_cpu) = (plan.cpus.a.to_string(), plan.cpus.b.to_string());
+    let pinned = |cpu: &str| -> Vec<String> {
+        wrapper
+            .iter()
+            .map(|w| (*w).to_owned())
+            .chain(["taskset".to_owned(), "-c".to_owned(), cpu.to_owned()])
+            .collect()
+    };
+    let daemon_wrapper = pinned(&server_cpu);
+    let daemon_wrapper: Vec<&str> = daemon_wrapper.iter().map(String::as_str).collect();
+    let mut daemon = Daemon::start(msgr, &daemon_wrapper, &args, asok.clone(), log.clone())?;
     let mut failures = Vec::new();
 
     // The runner: the honest client and the attacks, where the daemon can be reached.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut cmd = match wrapper.split_first() {
+    let runner_wrapper = pinned(&client_cpu);
+    let mut cmd = match runner_wrapper.split_first() {
         Some((prog, rest)) => {
             let mut c = Command::new(prog);
             c.args(rest).arg(&exe);

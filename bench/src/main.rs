@@ -361,6 +361,10 @@ enum Cmd {
         /// One JSON object (every transport's report) instead of the tables.
         #[arg(long)]
         json: bool,
+        /// The daemon's CPU and the runner's (the honest client and the attackers),
+        /// SERVER,CLIENT [default: the first two this process may use].
+        #[arg(long, value_delimiter = ',')]
+        cpus: Vec<u32>,
     },
     /// (internal) The honest client and the attacks against one daemon; a JSON report.
     #[command(hide = true)]
@@ -572,6 +576,7 @@ fn main() -> ExitCode {
             quick,
             msgr,
             json,
+            cpus,
         } => {
             let seconds = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
             let baseline = baseline.unwrap_or(seconds);
@@ -579,18 +584,21 @@ fn main() -> ExitCode {
             if !(in_range(seconds) && in_range(baseline)) {
                 Err("--seconds and --baseline: 0.5 to 3600".into())
             } else {
-                hostile::run(&hostile::Plan {
-                    transports: transport,
-                    attacks: if attacks.is_empty() {
-                        hostile::attack::Kind::ALL.to_vec()
-                    } else {
-                        attacks
-                    },
-                    seconds,
-                    baseline,
-                    quick,
-                    msgr,
-                    json,
+                osdbench::pick_cpus(&cpus, &dpdklink::allowed_cpus()).and_then(|cpus| {
+                    hostile::run(&hostile::Plan {
+                        transports: transport,
+                        attacks: if attacks.is_empty() {
+                            hostile::attack::Kind::ALL.to_vec()
+                        } else {
+                            attacks
+                        },
+                        seconds,
+                        baseline,
+                        quick,
+                        msgr,
+                        json,
+                        cpus,
+                    })
                 })
             }
         }

@@ -242,11 +242,11 @@ mod tests {
     use super::*;
 
     fn lines(text: &str) -> Result<Vec<String>, String> {
-        let p = std::env::temp_dir().join(format!(
-            "msgr-config-{}-{}.toml",
-            std::process::id(),
-            text.len()
-        ));
+        // A file of its own per call: tests run in parallel (naming it by the text's
+        // length let two tests with equally long texts remove each other's file).
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("msgr-config-{}-{n}.toml", std::process::id()));
         std::fs::write(&p, text).unwrap();
         let r = command_line(&p);
         let _ = std::fs::remove_file(&p);
