@@ -24,7 +24,7 @@ if [ $# -gt 0 ] || [ "${BENCH:-1}" = 0 ]; then
   exit 0
 fi
 # The benchmark's baselines and plots: testpmd (dpdk-dev), sockperf, iperf3, fontconfig.
-ensure_packages dpdk-dev sockperf iperf3 libfontconfig-dev \
+ensure_packages dpdk-dev sockperf iperf3 libfontconfig-dev ethtool \
   || echo "msgr: without those, bench all reports the rows it cannot measure" >&2
 cargo build --quiet --release -p msgr -p bench
 echo

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 ensure_rust
 
 if ensure_packages ceph-mon ceph-common tshark libdpdk-dev pkg-config libclang-dev libfontconfig-dev \
-    dpdk-dev sockperf iperf3 valgrind systemd; then
+    dpdk-dev sockperf iperf3 valgrind systemd ethtool; then
   # Everything external is present: a missing dependency is now a failure, not a skip.
   export MSGR_REQUIRE_INTEROP=1
 fi

@@ -26,7 +26,7 @@
 
 pub(crate) mod attack;
 mod honest;
-mod netns;
+pub(crate) mod netns;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -64,6 +64,8 @@ pub(crate) struct Plan {
     /// on a machine this small an unpinned attacker preempts a userspace worker thread,
     /// where the kernel paths do their packet work in softirq.
     pub(crate) cpus: crate::dpdklink::Cpus,
+    /// The dpdk daemon's link to the peers.
+    pub(crate) link: netns::Link,
 }
 
 /// The daemon's settings that the attacks aim at.
@@ -215,7 +217,11 @@ impl Daemon {
             None => Command::new(msgr),
         };
         let logf = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        // As the service runs it (deploy/systemd/msgr@.service): glibc's mmap threshold
+        // fixed, so a connection's socket buffers are mapped and unmapped whole instead of
+        // being carved from (and memset in) a heap that the dynamic threshold grows.
         cmd.args(args)
+            .env("GLIBC_TUNABLES", crate::soak::MALLOC_TUNABLES)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(logf);
@@ -324,16 +330,17 @@ fn run_transport(
     let mut args: Vec<String> = vec!["--transport".into(), t.name().into()];
     let bind = match t {
         TransportKind::Dpdk => {
-            netns::check()?;
-            let n = netns::Netns::create()?;
+            netns::check(plan.link)?;
+            let n = netns::Netns::create(plan.link, plan.cpus.b)?;
             let prefix = format!("msgr-hostile-{}", std::process::id());
             runtime = Some(RuntimeDir::new(&prefix));
             args.extend([
                 "--eal".into(),
                 format!(
                     "--no-huge -m 256 --no-pci --no-telemetry --file-prefix {prefix} \
-                     --lcores 0@({}) --vdev=net_tap0,iface={}",
-                    plan.cpus.a, n.tap
+                     --lcores 0@({}) --vdev={}",
+                    plan.cpus.a,
+                    n.vdev()
                 ),
                 "--ip".into(),
                 format!("{}/24", netns::DAEMON_IP),
@@ -347,23 +354,26 @@ fn run_transport(
     args.extend(["--admin-socket".into(), asok.display().to_string()]);
     args.extend(["--run-for".into(), "86400".into()]);
     args.extend(limits.args());
-    let wrapper: Vec<&str> = ns.as_ref().map(|n| n.exec().to_vec()).unwrap_or_default();
     let (server_cpu, client_cpu) = (plan.cpus.a.to_string(), plan.cpus.b.to_string());
-    let pinned = |cpu: &str| -> Vec<String> {
+    let pinned = |cpu: &str, daemon: bool| -> Vec<String> {
+        let wrapper = ns
+            .as_ref()
+            .map(|n| if daemon { n.daemon_exec() } else { n.exec() });
         wrapper
             .iter()
+            .flatten()
             .map(|w| (*w).to_owned())
             .chain(["taskset".to_owned(), "-c".to_owned(), cpu.to_owned()])
             .collect()
     };
-    let daemon_wrapper = pinned(&server_cpu);
+    let daemon_wrapper = pinned(&server_cpu, true);
     let daemon_wrapper: Vec<&str> = daemon_wrapper.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(msgr, &daemon_wrapper, &args, asok.clone(), log.clone())?;
     let mut failures = Vec::new();
 
     // The runner: the honest client and the attacks, where the daemon can be reached.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let runner_wrapper = pinned(&client_cpu);
+    let runner_wrapper = pinned(&client_cpu, false);
     let mut cmd = match runner_wrapper.split_first() {
         Some((prog, rest)) => {
             let mut c = Command::new(prog);
@@ -412,6 +422,9 @@ fn run_transport(
     let log_bytes = std::fs::metadata(&daemon.log).map_or(0, |m| m.len());
     if let Value::Object(m) = &mut report {
         m.insert("transport".into(), t.name().into());
+        if t == TransportKind::Dpdk {
+            m.insert("link".into(), plan.link.name().into());
+        }
         m.insert(
             "daemon".into(),
             json!({
@@ -521,7 +534,8 @@ fn moved(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> Map<S
         let noise = k.contains("_by_type.")
             || k.starts_with("dpdk.workers.")
                 && !k.starts_with("dpdk.workers.stack.")
-                && k != "dpdk.workers.sessions";
+                && k != "dpdk.workers.sessions"
+                && k != "dpdk.workers.slow_turns";
         if d != 0.0 && !noise {
             m.insert(k.clone(), json!(d));
         }

@@ -365,6 +365,12 @@ enum Cmd {
         /// SERVER,CLIENT [default: the first two this process may use].
         #[arg(long, value_delimiter = ',')]
         cpus: Vec<u32>,
+        /// The dpdk daemon's link to the peers' kernel: af-packet (a veth pair; the PMD
+        /// polls a mapped ring, and the peer kernel's work runs on the runner's CPU, as on
+        /// other hosts) or tap (net_tap: a system call and a signal per packet, and the
+        /// peer kernel's receive work inside the daemon's sends, on its lcore).
+        #[arg(long, value_enum, default_value = "af-packet")]
+        link: hostile::netns::Link,
     },
     /// (internal) The honest client and the attacks against one daemon; a JSON report.
     #[command(hide = true)]
@@ -577,6 +583,7 @@ fn main() -> ExitCode {
             msgr,
             json,
             cpus,
+            link,
         } => {
             let seconds = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
             let baseline = baseline.unwrap_or(seconds);
@@ -598,6 +605,7 @@ fn main() -> ExitCode {
                         msgr,
                         json,
                         cpus,
+                        link,
                     })
                 })
             }

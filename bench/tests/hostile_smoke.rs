@@ -5,12 +5,11 @@
 //! answered throughout (no lost ping, no new client turned away). Latency ratios are
 //! benchmark figures: not judged here.
 //!
-//! The dpdk transport runs the daemon on DPDK's net_tap inside a network namespace the
-//! command makes (no hugepages, no PCI): it needs root, `ip` and /dev/net/tun; without them
-//! it is reported as `SKIPPED hostile_every_transport (dpdk): ...`, and fails instead when
-//! MSGR_REQUIRE_INTEROP=1 (CI).
+//! The dpdk transport runs the daemon on DPDK's net_af_packet, on a veth pair between two
+//! network namespaces the command makes (no hugepages, no PCI): it needs root, `ip` and
+//! ethtool; without them it is reported as `SKIPPED hostile_every_transport (dpdk): ...`,
+//! and fails instead when MSGR_REQUIRE_INTEROP=1 (CI).
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
@@ -28,13 +27,13 @@ fn dpdk_ready() -> Result<(), String> {
                 .and_then(|r| r.split_whitespace().nth(1).map(str::to_owned))
         });
     if uid.as_deref() != Some("0") {
-        return Err("needs root (a network namespace and a tap device)".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        return Err("no /dev/net/tun".into());
+        return Err("needs root (network namespaces, a veth pair, raw sockets)".into());
     }
     if Command::new("ip").arg("-V").output().is_err() {
         return Err("no ip program (iproute2)".into());
+    }
+    if Command::new("ethtool").arg("--version").output().is_err() {
+        return Err("no ethtool (apt-get install ethtool)".into());
     }
     Ok(())
 }
@@ -83,6 +82,9 @@ fn hostile_every_transport() {
     ];
     for (t, r) in transports.iter().zip(reports) {
         assert_eq!(r["transport"], *t, "{r:#}");
+        if *t == "dpdk" {
+            assert_eq!(r["link"], "af_packet", "the default link: {r:#}");
+        }
         assert_eq!(r["failures"], Value::Array(Vec::new()), "{t}: {r:#}");
         let unloaded = &r["unloaded"];
         assert!(unloaded["round_trips"].as_u64() > Some(0), "{t}: {r:#}");

@@ -154,6 +154,9 @@ pub trait Handler<P: Port> {
     }
 }
 
+/// A turn longer than this counts in [`WorkerStats::slow_turns`].
+pub const SLOW_TURN: Duration = Duration::from_millis(1);
+
 /// Counters of a worker loop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct WorkerStats {
@@ -165,6 +168,11 @@ pub struct WorkerStats {
     /// time the worker ran, how loaded it is, which a busy-polling worker's CPU time
     /// cannot tell.
     pub busy_us: u64,
+    /// Turns that took longer than [`SLOW_TURN`]: every packet that arrived meanwhile
+    /// waited at least that long (a latency spike that the mean of `busy_us` hides).
+    pub slow_turns: u64,
+    /// The longest turn, in microseconds.
+    pub max_turn_us: u64,
     pub yields: u64,
     pub sleeps: u64,
 }
@@ -204,8 +212,12 @@ impl<P: Port, H: Handler<P>, C: Clock> Worker<P, H, C> {
         let now = self.clock.now();
         let work = self.turn_at(now);
         if work {
-            let end = self.clock.now();
-            self.stats.busy_us += (end - now).total_micros();
+            let took = (self.clock.now() - now).total_micros();
+            self.stats.busy_us += took;
+            self.stats.max_turn_us = self.stats.max_turn_us.max(took);
+            if took > SLOW_TURN.total_micros() {
+                self.stats.slow_turns += 1;
+            }
         }
         work
     }

@@ -128,6 +128,7 @@ fn echo_run(policy: IdlePolicy, round_trips: usize, size: usize) -> stack::worke
                 busy_us: after.busy_us - before.busy_us,
                 yields: after.yields - before.yields,
                 sleeps: after.sleeps - before.sleeps,
+                ..after
             }
         })
     };

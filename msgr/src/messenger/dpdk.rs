@@ -405,6 +405,8 @@ fn worker_report<P: Port, C: Clock>(w: &stack::Worker<P, WorkerState, C>) -> ser
         "turns": ws.turns,
         "busy_turns": ws.busy_turns,
         "busy_us": ws.busy_us,
+        "slow_turns": ws.slow_turns,
+        "max_turn_us": ws.max_turn_us,
         "yields": ws.yields,
         "sleeps": ws.sleeps,
         "stack": stack,
