@@ -2128,6 +2128,68 @@ fn bad_input(kind: TransportKind) {
     server.rec.assert_clean();
 }
 
+/// Threads of this process whose name starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("/proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with(prefix))
+        .count()
+}
+
+/// The simple transport gives an accepted socket only its reader thread until the
+/// handshake opens a session (as Ceph's Pipe::accept): the reader writes the server's hello
+/// and runs the ready timeout itself, and the session's writer starts when the session
+/// opens. A peer that never completes a handshake (garbage, a flood) costs one thread.
+#[test]
+fn simple_handshake_costs_one_thread() {
+    let _g = begin_exclusive("simple_handshake_costs_one_thread", secs(30));
+    let server = NodeBuilder::server(TransportKind::Simple, Policy::stateless_server(0))
+        .options(|o| o.ready_timeout = 2 * S)
+        .start();
+    let (writers0, readers0) = (threads_named("ms_writer-"), threads_named("ms_reader-"));
+    // Half handshakes: each reads the server's hello (written by the reader), then sits.
+    let mut held: Vec<TcpStream> = (0..20)
+        .map(|_| {
+            let mut s = raw_connect(&server);
+            let mut hello = [0u8; SERVER_HELLO_LEN];
+            read_exact_bounded(&mut s, &mut hello);
+            ServerHello::parse(&hello).expect("the server's hello");
+            s
+        })
+        .collect();
+    wait_for_detail(
+        "a reader per held socket",
+        5 * S,
+        || threads_named("ms_reader-") >= readers0 + held.len(),
+        || format!("{} readers", threads_named("ms_reader-")),
+    );
+    assert_eq!(
+        threads_named("ms_writer-"),
+        writers0,
+        "no writer for a socket whose handshake is not done"
+    );
+    // A real client opens a session: then (and only then) a writer serves it.
+    let client = NodeBuilder::client(TransportKind::Simple, Policy::lossy_client(0)).start();
+    let mut st = Stream::new(client.connect(&server));
+    assert!(st.send(8));
+    wait_for("the echo", 5 * S, || client.rec.got(st.id | REPLY) == 1);
+    let writers = threads_named("ms_writer-") - writers0;
+    assert_eq!(
+        writers, 2,
+        "the client's session and the server's, one writer each"
+    );
+    // The reader runs the ready timeout of the held sockets.
+    for s in &mut held {
+        let after = expect_closed(s, 5 * S);
+        assert!(after < 5 * S);
+    }
+    assert!(server.perf("faults.ready_timeout") >= held.len() as u64);
+    shutdown_all(&[&client, &server]);
+    client.rec.assert_clean();
+    server.rec.assert_clean();
+}
+
 both_transports! {
     simple => simple_posix, simple_simple;
     delivery_order_under_concurrent_drains => delivery_order_posix, delivery_order_simple;

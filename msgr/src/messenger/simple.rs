@@ -4,7 +4,10 @@
 //! its whole life (it dials, runs the engine's timers and writes what the engine yields,
 //! with blocking writes) and, per socket, a **reader thread** (blocking reads fed to the
 //! engine). Ceph's Pipe reader / Pipe writer, in other words, around the same sans-IO
-//! engine the posix transport drives.
+//! engine the posix transport drives. An accepted socket has only its reader until the
+//! handshake opens a session (the reader writes the handshake and runs its timers, as
+//! Ceph's `Pipe::accept` does in the reader): a peer that never completes a handshake
+//! (garbage, a flood) costs the daemon one thread, not two.
 //!
 //! Locks: the engine lock and a session's socket state (`SimpleIo::st`) are never held
 //! together, and neither is held during socket I/O or dispatch. The session's outbox lock
@@ -261,7 +264,10 @@ fn accepter(
                     let conn = core.accepted(peer);
                     let sock = Arc::new(std_sock);
                     io_of(&conn).lock().sock = Some((Arc::clone(&sock), 0));
-                    start_writer(&core, &conn, &threads);
+                    // One thread per accepted socket until its handshake opens a session:
+                    // the reader writes the handshake itself (as Ceph's Pipe::accept does),
+                    // and the session's writer starts when there is a session. An attacker
+                    // that never completes a handshake costs one thread, not two.
                     start_reader(&core, &conn, sock, 0, &threads);
                     pump(&core, &conn, &threads);
                     if core.stopping.load(Ordering::Acquire) {
@@ -304,6 +310,8 @@ fn start_writer(
             return;
         }
         st.writer = true;
+        // Whatever was asked of a writer before this one ran.
+        st.kick = true;
     }
     let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
     spawn(threads, format!("ms_writer-{}", conn.id()), move || {
@@ -437,57 +445,89 @@ fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHan
             do_dial(&core, &conn, &threads);
             continue;
         }
-        // Timers, then output.
-        let now = core.now();
-        let mut chunks: Vec<Bytes> = Vec::new();
-        let (dial, deadline, closed, fault) = {
-            let mut e = conn.engine();
-            let fault = if e.poll_timeout().is_some_and(|t| t <= now) {
-                e.handle_timeout(now).err()
-            } else {
-                None
-            };
-            if fault.is_some() {
-                // The engine gave this socket up (handshake or idle timeout): it is stale
-                // from here on, for the reader too.
-                conn.next_gen();
-            }
-            let current = sock.as_ref().filter(|(_, g)| *g == conn.gen());
-            if current.is_some() {
-                while chunks.len() < IOV_MAX {
-                    match e.poll_transmit(now) {
-                        Some(b) => chunks.push(b),
-                        None => break,
-                    }
+        if let Some(Step {
+            deadline,
+            dial,
+            more,
+        }) = write_step(&core, &conn, &threads, sock.as_ref())
+        {
+            let mut st = io.lock();
+            st.deadline = deadline;
+            st.dial |= dial;
+            st.kick |= more;
+        }
+    }
+}
+
+/// What a [`write_step`] leaves for the next one.
+struct Step {
+    deadline: Option<Instant>,
+    dial: bool,
+    /// Output is left (a `writev`'s worth was written).
+    more: bool,
+}
+
+/// The writer's work, once: the engine's timers, then its output to `sock` (the session's
+/// socket as last seen). Run by the session's writer, or by an accepted socket's reader
+/// until the handshake opens a session (never by both: the reader starts the writer).
+/// `None`: the session is over.
+fn write_step(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    sock: Option<&(Arc<TcpStream>, u64)>,
+) -> Option<Step> {
+    let io = io_of(conn);
+    let now = core.now();
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let (dial, deadline, closed, fault) = {
+        let mut e = conn.engine();
+        let fault = if e.poll_timeout().is_some_and(|t| t <= now) {
+            e.handle_timeout(now).err()
+        } else {
+            None
+        };
+        if fault.is_some() {
+            // The engine gave this socket up (handshake or idle timeout): it is stale
+            // from here on, for the reader too.
+            conn.next_gen();
+        }
+        let current = sock.filter(|(_, g)| *g == conn.gen());
+        if current.is_some() {
+            while chunks.len() < IOV_MAX {
+                match e.poll_transmit(now) {
+                    Some(b) => chunks.push(b),
+                    None => break,
                 }
             }
-            let dial = drain(&conn, &mut e);
-            (dial, e.poll_timeout(), e.is_closed(), fault)
-        };
-        if let Some(f) = fault {
-            core.fault(&conn, &f);
-            drop_socket(io, &conn);
         }
-        let more = chunks.len() == IOV_MAX;
-        if let (false, Some((s, gen))) = (chunks.is_empty(), sock.as_ref()) {
-            if let Err(err) = write_chunks(&core, s, chunks) {
-                trace!(conn = conn.id(), error = %err, "write failed");
-                lost(&core, &conn, *gen, TransportError::Io);
-                // The engine reacted (redial, standby...): deliver and act on that too.
-                pump(&core, &conn, &threads);
-            }
-        }
-        deliver_pending(&core, &conn);
-        if closed || conn.engine().is_closed() {
-            io.close();
-            core.forget(&conn);
-            continue;
-        }
-        let mut st = io.lock();
-        st.deadline = deadline;
-        st.dial |= dial;
-        st.kick |= more;
+        let dial = drain(conn, &mut e);
+        (dial, e.poll_timeout(), e.is_closed(), fault)
+    };
+    if let Some(f) = fault {
+        core.fault(conn, &f);
+        drop_socket(io, conn);
     }
+    let more = chunks.len() == IOV_MAX;
+    if let (false, Some((s, gen))) = (chunks.is_empty(), sock) {
+        if let Err(err) = write_chunks(core, s, chunks) {
+            trace!(conn = conn.id(), error = %err, "write failed");
+            lost(core, conn, *gen, TransportError::Io);
+            // The engine reacted (redial, standby...): deliver and act on that too.
+            pump(core, conn, threads);
+        }
+    }
+    deliver_pending(core, conn);
+    if closed || conn.engine().is_closed() {
+        io.close();
+        core.forget(conn);
+        return None;
+    }
+    Some(Step {
+        deadline,
+        dial,
+        more,
+    })
 }
 
 fn write_chunks(core: &Core, sock: &TcpStream, mut chunks: Vec<Bytes>) -> io::Result<()> {
@@ -633,13 +673,48 @@ fn reader(
     mut gen: u64,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 ) {
-    let _ = sock.set_read_timeout(Some(READ_TICK));
+    let mut tick = READ_TICK;
+    let _ = sock.set_read_timeout(Some(tick));
     let mut rx = BytesMut::new();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut blocked = false;
     loop {
         if conn.gen() != gen || core.stopping.load(Ordering::Acquire) {
             break;
+        }
+        // An accepted socket before its session opens has no writer: this thread writes
+        // the handshake and runs its timers (reading no longer than the next deadline).
+        let mut inline = !io_of(&conn).lock().writer;
+        if inline && conn.engine().is_open() {
+            // A session now (however its accept was decided): its writer takes over.
+            start_writer(&core, &conn, &threads);
+            inline = false;
+        }
+        let want_tick = if inline {
+            let current = io_of(&conn).lock().sock.clone();
+            let Some(step) = write_step(&core, &conn, &threads, current.as_ref()) else {
+                break;
+            };
+            if step.dial {
+                // Not a handshake's work: the writer's.
+                io_of(&conn).lock().dial = true;
+                start_writer(&core, &conn, &threads);
+            }
+            if conn.gen() != gen {
+                break;
+            }
+            if step.more && !io_of(&conn).lock().writer {
+                continue;
+            }
+            step.deadline.map_or(READ_TICK, |d| {
+                core.until(d).clamp(Duration::from_millis(1), READ_TICK)
+            })
+        } else {
+            READ_TICK
+        };
+        if want_tick != tick {
+            tick = want_tick;
+            let _ = sock.set_read_timeout(Some(tick));
         }
         let now = core.now();
         let status;
@@ -799,10 +874,18 @@ fn accept_step(
             pump(core, &ex, threads);
             Some((ex, g))
         }
-        (Some(_), Some(ex)) => {
-            pump(core, &ex, threads);
+        (outcome, existing) => {
+            if let Some(ex) = existing {
+                pump(core, &ex, threads);
+            }
+            if matches!(
+                outcome,
+                Some(AcceptOutcome::Opened | AcceptOutcome::ReplacedLossy)
+            ) {
+                // A session now: its writer takes over the output from this reader.
+                start_writer(core, conn, threads);
+            }
             Some((Arc::clone(conn), gen))
         }
-        _ => Some((Arc::clone(conn), gen)),
     }
 }
