@@ -4,10 +4,12 @@
 //! its whole life (it dials, runs the engine's timers and writes what the engine yields,
 //! with blocking writes) and, per socket, a **reader thread** (blocking reads fed to the
 //! engine). Ceph's Pipe reader / Pipe writer, in other words, around the same sans-IO
-//! engine the posix transport drives. An accepted socket has only its reader until the
-//! handshake opens a session (the reader writes the handshake and runs its timers, as
-//! Ceph's `Pipe::accept` does in the reader): a peer that never completes a handshake
-//! (garbage, a flood) costs the daemon one thread, not two.
+//! engine the posix transport drives. Before a session exists, fewer threads: the
+//! accepter writes the server's hello and keeps the socket (registered with its poll, its
+//! ready timeout run by the accepter) until the peer speaks; then the socket gets its
+//! reader, which writes the rest of the handshake and runs its timers (as Ceph's
+//! `Pipe::accept` does in the reader); the session's writer starts when the session opens.
+//! A connection flood costs no threads, a peer that never completes a handshake one.
 //!
 //! Locks: the engine lock and a session's socket state (`SimpleIo::st`) are never held
 //! together, and neither is held during socket I/O or dispatch. The session's outbox lock
@@ -23,8 +25,10 @@
 //! `AcceptRequest` is left for the reader, the only thread that resolves accepts (it owns the
 //! socket that may move to another session).
 
+use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -32,6 +36,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::net::TcpListener;
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 use tracing::{debug, trace, warn};
 
@@ -235,6 +240,17 @@ impl Transport for Simple {
     }
 }
 
+/// An accepted socket whose peer has not spoken yet: the accepter waits for it (no thread
+/// of its own until then), and runs its handshake timer.
+struct Quiet {
+    conn: Arc<ConnShared>,
+    sock: Arc<TcpStream>,
+    deadline: Option<Instant>,
+}
+
+/// The first token of the quiet sockets (after the listener's and the waker's).
+const FIRST_QUIET: usize = 2;
+
 fn accepter(
     core: Arc<Core>,
     mut poll: Poll,
@@ -242,13 +258,62 @@ fn accepter(
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
     stopping: Arc<AtomicBool>,
 ) {
-    let mut events = Events::with_capacity(16);
+    let mut events = Events::with_capacity(64);
+    let mut quiet: HashMap<Token, Quiet> = HashMap::new();
+    let mut next_token = FIRST_QUIET;
     while !stopping.load(Ordering::Acquire) {
-        if let Err(e) = poll.poll(&mut events, Some(Duration::from_secs(1))) {
+        let wait =
+            quiet
+                .values()
+                .filter_map(|q| q.deadline)
+                .min()
+                .map_or(Duration::from_secs(1), |d| {
+                    core.until(d)
+                        .clamp(Duration::from_millis(1), Duration::from_secs(1))
+                });
+        if let Err(e) = poll.poll(&mut events, Some(wait)) {
             if e.kind() != io::ErrorKind::Interrupted {
                 warn!(error = %e, "accepter poll failed");
             }
             continue;
+        }
+        for ev in events.iter() {
+            let t = ev.token();
+            if t.0 < FIRST_QUIET {
+                continue;
+            }
+            // The peer spoke (or the socket closed): a reader thread takes it from here.
+            if let Some(q) = quiet.remove(&t) {
+                let fd = q.sock.as_raw_fd();
+                let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                if q.conn.gen() == 0 && !io_of(&q.conn).lock().closed {
+                    start_reader(&core, &q.conn, q.sock, 0, &threads);
+                }
+            }
+        }
+        // Handshake timers of the quiet sockets.
+        let now = core.now();
+        let due: Vec<Token> = quiet
+            .iter()
+            .filter(|(_, q)| q.deadline.is_some_and(|d| d <= now) || q.conn.gen() != 0)
+            .map(|(t, _)| *t)
+            .collect();
+        for t in due {
+            let Some(mut q) = quiet.remove(&t) else {
+                continue;
+            };
+            let step = write_step(&core, &q.conn, &threads, Some(&(Arc::clone(&q.sock), 0)));
+            match step {
+                Some(st) if q.conn.gen() == 0 => {
+                    q.deadline = st.deadline;
+                    quiet.insert(t, q);
+                }
+                _ => {
+                    let fd = q.sock.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    drop_socket(io_of(&q.conn), &q.conn);
+                }
+            }
         }
         loop {
             match listener.accept() {
@@ -264,19 +329,52 @@ fn accepter(
                     let conn = core.accepted(peer);
                     let sock = Arc::new(std_sock);
                     io_of(&conn).lock().sock = Some((Arc::clone(&sock), 0));
-                    // One thread per accepted socket until its handshake opens a session:
-                    // the reader writes the handshake itself (as Ceph's Pipe::accept does),
-                    // and the session's writer starts when there is a session. An attacker
-                    // that never completes a handshake costs one thread, not two.
-                    start_reader(&core, &conn, sock, 0, &threads);
-                    pump(&core, &conn, &threads);
                     if core.stopping.load(Ordering::Acquire) {
                         // Accepted while the messenger shuts down, after its sweep of the
                         // live connections (`accepted` tracked it first, so a later sweep
-                        // would have seen it): close it here, or its writer would linger
-                        // until the handshake timed out.
+                        // would have seen it): close it here.
                         core.mark_down_conn(&conn);
+                        continue;
                     }
+                    // The server's hello (a few dozen bytes into an empty socket buffer:
+                    // the write does not block), then the socket waits here, without a
+                    // thread, until its peer speaks. A peer that never does (a flood, a
+                    // scanner) costs a registration and its handshake timer, no thread;
+                    // one that does gets a reader, which writes the rest of the handshake
+                    // (as Ceph's Pipe::accept), and a session gets its writer when it
+                    // opens.
+                    let current = Some((Arc::clone(&sock), 0));
+                    let Some(step) = write_step(&core, &conn, &threads, current.as_ref()) else {
+                        continue;
+                    };
+                    if conn.gen() != 0 {
+                        drop_socket(io_of(&conn), &conn);
+                        continue;
+                    }
+                    let token = Token(next_token);
+                    next_token = if next_token == usize::MAX {
+                        FIRST_QUIET
+                    } else {
+                        next_token + 1
+                    };
+                    let fd = sock.as_raw_fd();
+                    if let Err(e) =
+                        poll.registry()
+                            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+                    {
+                        // Not watchable: a reader thread waits for it instead.
+                        debug!(error = %e, "quiet socket not registered");
+                        start_reader(&core, &conn, sock, 0, &threads);
+                        continue;
+                    }
+                    quiet.insert(
+                        token,
+                        Quiet {
+                            conn,
+                            sock,
+                            deadline: step.deadline,
+                        },
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -288,6 +386,10 @@ fn accepter(
                 }
             }
         }
+    }
+    // Still quiet at shutdown: the messenger's sweep closes their sessions.
+    for q in quiet.into_values() {
+        core.mark_down_conn(&q.conn);
     }
     debug!("accepter stopped");
 }
