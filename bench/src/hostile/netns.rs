@@ -130,7 +130,15 @@ impl Netns {
         let pid = std::process::id();
         let name = format!("msgr-hostile-{pid}");
         let short = pid % 10_000_000;
-        add_ns(&name)?;
+        // Built first: dropping it on a failure below deletes what was made.
+        let mut ns = Self {
+            name,
+            daemon_ns: None,
+            dev: format!("mh{short}"),
+            link,
+        };
+        let n = ns.name.clone();
+        add_ns(&n)?;
         // The attackers open and close connections by the hundred thousand, and our
         // stack sends no TCP timestamps, so tcp_tw_reuse cannot free their ports in
         // TIME-WAIT (on loopback, where the kernel transports are attacked, it does): with
@@ -141,15 +149,8 @@ impl Netns {
             "net.ipv4.tcp_max_tw_buckets=4096",
             "net.ipv4.ip_local_port_range=10000 65000",
         ] {
-            in_ns(&name, "sysctl", &["-qw", kv])?;
+            in_ns(&n, "sysctl", &["-qw", kv])?;
         }
-        let mut ns = Self {
-            name,
-            daemon_ns: None,
-            dev: format!("mh{short}"),
-            link,
-        };
-        let n = ns.name.clone();
         let kernel_dev = match link {
             Link::Tap => {
                 ip(&[
@@ -167,8 +168,8 @@ impl Netns {
             }
             Link::AfPacket => {
                 let d = format!("{n}-d");
-                add_ns(&d)?;
                 ns.daemon_ns = Some(d.clone());
+                add_ns(&d)?;
                 ns.dev = format!("mhd{short}");
                 let peer = format!("mhp{short}");
                 ip(&[

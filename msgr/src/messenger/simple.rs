@@ -780,19 +780,24 @@ fn reader(
     let mut rx = BytesMut::new();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut blocked = false;
+    // Until the session has its writer (an accepted socket before its session opens), this
+    // thread writes the handshake and runs its timers, reading no longer than the next
+    // deadline. Once a writer runs it stays (a replace hands the reader a session that has
+    // one), so the check costs nothing on an open session's reads.
+    let mut pre_session = !io_of(&conn).lock().writer;
     loop {
         if conn.gen() != gen || core.stopping.load(Ordering::Acquire) {
             break;
         }
-        // An accepted socket before its session opens has no writer: this thread writes
-        // the handshake and runs its timers (reading no longer than the next deadline).
-        let mut inline = !io_of(&conn).lock().writer;
-        if inline && conn.engine().is_open() {
-            // A session now (however its accept was decided): its writer takes over.
-            start_writer(&core, &conn, &threads);
-            inline = false;
+        if pre_session {
+            pre_session = !io_of(&conn).lock().writer;
+            if pre_session && conn.engine().is_open() {
+                // A session now (however its accept was decided): its writer takes over.
+                start_writer(&core, &conn, &threads);
+                pre_session = false;
+            }
         }
-        let want_tick = if inline {
+        let want_tick = if pre_session {
             let current = io_of(&conn).lock().sock.clone();
             let Some(step) = write_step(&core, &conn, &threads, current.as_ref()) else {
                 break;
@@ -801,11 +806,12 @@ fn reader(
                 // Not a handshake's work: the writer's.
                 io_of(&conn).lock().dial = true;
                 start_writer(&core, &conn, &threads);
+                pre_session = false;
             }
             if conn.gen() != gen {
                 break;
             }
-            if step.more && !io_of(&conn).lock().writer {
+            if step.more && pre_session {
                 continue;
             }
             step.deadline.map_or(READ_TICK, |d| {
