@@ -18,9 +18,9 @@
 //! fails (exit 1) if a daemon died or stopped answering, an attack left no trace in `perf
 //! dump`, or an honest client went unanswered (a lost ping, a newcomer turned away).
 //!
-//! The daemon runs with a short ready timeout and a low handshake bound
-//! (`--ready-timeout`, `--max-handshakes`), so that a few seconds of slowloris and flood
-//! reach them, and with OSD peers lossless (`--policy osd=lossless_peer`, as on an OSD's
+//! The daemon runs with a short ready timeout, body timeout and a low handshake bound
+//! (`--ready-timeout`, `--body-timeout`, `--max-handshakes`), so that a few seconds of
+//! slowloris, throttle-hold and flood reach them, and with OSD peers lossless (`--policy osd=lossless_peer`, as on an OSD's
 //! cluster messenger), so that the reconnect storm reaches the lossless rows of the accept
 //! decision table (RETRY_SESSION, replace).
 
@@ -88,6 +88,8 @@ impl DaemonLimits {
     fn args(self) -> Vec<String> {
         vec![
             "--ready-timeout".into(),
+            self.ready_timeout.to_string(),
+            "--body-timeout".into(),
             self.ready_timeout.to_string(),
             "--max-handshakes".into(),
             self.max_handshakes.to_string(),

@@ -7,6 +7,10 @@
 //!   (`handshakes_in_progress`), and a new client still gets in.
 //! - A socket that loops on stale connects is given up after `max_connect_attempts`
 //!   (a `misbehaved` fault), each connect before that answered.
+//! - A message header whose body never comes (or comes a byte at a time) holds the
+//!   dispatch throttle only until `Options::body_timeout`: the connection faults
+//!   (`body_timeout`), the budget goes back, and the honest client's message goes through;
+//!   a body that arrives slowly but steadily is not cut.
 //! - Concurrent reconnects of one lossless session (replaces racing stale connects) never
 //!   wedge the messenger. Regression: a session answering on a socket it had adopted took
 //!   the registry with its engine locked, while an accept for the same peer on another
@@ -19,14 +23,15 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use msgr::crc::ceph_crc32c;
 use msgr::entity::{EntityAddr, EntityName, EntityType};
 use msgr::features;
 use msgr::messenger::{Messenger, TransportKind};
-use msgr::msg::{MPing, TypedMessage};
+use msgr::msg::{MPing, MessageHeader, MsgType, TypedMessage};
 use msgr::osd::{ObjectStore, OsdDispatcher};
 use msgr::proto::{Options, Policy};
 use msgr::wire::banner::{BANNER, SERVER_HELLO_LEN};
-use msgr::wire::{ConnectReply, ConnectReplyRepr, ConnectRepr, Tag};
+use msgr::wire::{ConnectReply, ConnectReplyRepr, ConnectRepr, HeaderRepr, Tag};
 use serde_json::Value;
 
 const KINDS: [TransportKind; 2] = [TransportKind::Posix, TransportKind::Simple];
@@ -34,10 +39,20 @@ const STEP: Duration = Duration::from_secs(10);
 
 /// An OSD-like server (answers MPing) with `opts`; OSD peers lossless.
 fn server(kind: TransportKind, opts: Options) -> (Messenger, EntityAddr) {
+    server_throttled(kind, opts, 100 << 20)
+}
+
+/// [`server`] with a dispatch throttle of `dispatch_bytes`.
+fn server_throttled(
+    kind: TransportKind,
+    opts: Options,
+    dispatch_bytes: u64,
+) -> (Messenger, EntityAddr) {
     let m = Messenger::builder(EntityName::new(EntityType::OSD, 0), 77)
         .transport(kind)
         .workers(2)
         .options(opts)
+        .dispatch_throttle_bytes(dispatch_bytes)
         .build();
     m.set_default_policy(Policy::stateless_registered_server(0));
     m.set_policy(EntityType::OSD, Policy::lossless_peer(0));
@@ -121,12 +136,17 @@ fn hello(s: &mut TcpStream, nonce: u32) {
 }
 
 fn connect(global_seq: u32, connect_seq: u32) -> [u8; ConnectRepr::LEN] {
+    connect_as(EntityType::OSD, global_seq, connect_seq)
+}
+
+fn connect_as(ty: EntityType, global_seq: u32, connect_seq: u32) -> [u8; ConnectRepr::LEN] {
     ConnectRepr {
         features: features::PACIFIC_ALL,
-        host_type: EntityType::OSD,
+        host_type: ty,
         global_seq,
         connect_seq,
-        protocol_version: 10,
+        // CEPH_OSD_PROTOCOL between OSDs, CEPH_OSDC_PROTOCOL from clients.
+        protocol_version: if ty == EntityType::OSD { 10 } else { 24 },
         authorizer_protocol: 0,
         authorizer_len: 0,
         flags: 0,
@@ -293,6 +313,110 @@ fn concurrent_reconnects_of_one_session_do_not_wedge_the_messenger() {
             "{kind:?}: sessions were replaced: {dump}"
         );
         ping_works(addr);
+        m.shutdown();
+        m.wait();
+    }
+}
+
+/// A new open session as a client (the server's client policy: lossy) on a raw socket.
+fn client_session(addr: SocketAddr, nonce: u32) -> TcpStream {
+    let mut s = dial(addr);
+    hello(&mut s, nonce);
+    s.write_all(&connect_as(EntityType::CLIENT, 1, 0)).unwrap();
+    let r = reply(&mut s).unwrap();
+    match r.tag {
+        Tag::Ready => {}
+        Tag::Seq => {
+            let mut acked = [0u8; 8];
+            s.read_exact(&mut acked).unwrap();
+            s.write_all(&0u64.to_le_bytes()).unwrap();
+        }
+        other => panic!("session refused: {other:?}"),
+    }
+    s
+}
+
+/// A MSG frame: tag, a header announcing `data.len()` bytes of data, the data, the footer.
+fn msg_frame(seq: u64, data: &[u8]) -> Vec<u8> {
+    let mut header = MessageHeader::new(MsgType::PING, 1, 1);
+    header.seq = seq;
+    let repr = HeaderRepr {
+        header,
+        front_len: 0,
+        middle_len: 0,
+        data_len: data.len() as u32,
+    };
+    let mut b = vec![u8::from(Tag::Msg)];
+    b.extend_from_slice(&repr.emit(true));
+    b.extend_from_slice(data);
+    b.extend_from_slice(&ceph_crc32c(0, &[]).to_le_bytes()); // front
+    b.extend_from_slice(&0u32.to_le_bytes()); // middle
+    b.extend_from_slice(&ceph_crc32c(0, data).to_le_bytes());
+    b.extend_from_slice(&[0; 8]); // signature
+    b.push(1); // COMPLETE
+    b
+}
+
+#[test]
+fn a_message_body_that_stops_coming_gives_its_throttle_budget_back() {
+    const BUDGET: usize = 1 << 20;
+    for kind in KINDS {
+        let opts = Options {
+            body_timeout: Some(Duration::from_millis(500)),
+            ..Options::default()
+        };
+        let (m, addr) = server_throttled(kind, opts, BUDGET as u64);
+        let sa = addr.addr.unwrap();
+        let faults = || counter(&m, &["faults", "body_timeout"]);
+
+        // Withheld: a header claiming the whole budget, no body. Until the body timeout
+        // nobody else's message gets in; after it, the honest client's does.
+        let mut withheld = client_session(sa, 41);
+        let frame = msg_frame(1, &vec![7u8; BUDGET]);
+        withheld.write_all(&frame[..1 + HeaderRepr::LEN]).unwrap();
+        eventually("the budget taken", || {
+            m.perf_dump()["msgr"]["dispatch_throttle"]["current"].as_u64() == Some(BUDGET as u64)
+        });
+        let before = counter(&m, &["msgs_in"]);
+        let mut honest = client_session(sa, 42);
+        honest.write_all(&msg_frame(1, &[5u8; 4096])).unwrap();
+        eventually("the honest message delivered", || {
+            counter(&m, &["msgs_in"]) == before + 1
+        });
+        assert_eq!(
+            faults(),
+            1,
+            "{kind:?}: delivered once the withholder was cut"
+        );
+        assert!(closed(&mut withheld), "{kind:?}: the withholder was cut");
+        drop(honest);
+
+        // Trickled: a byte every 50 ms is not progress.
+        let mut trickle = client_session(sa, 43);
+        trickle.write_all(&frame[..1 + HeaderRepr::LEN]).unwrap();
+        let t0 = Instant::now();
+        for b in &frame[1 + HeaderRepr::LEN..] {
+            if trickle.write_all(&[*b]).is_err() || t0.elapsed() > STEP {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert!(t0.elapsed() < STEP, "{kind:?}: the trickler was not cut");
+        eventually("the trickler's fault", || faults() == 2);
+
+        // Slow but steady: 16 KiB every 100 ms (160 KiB/s, over the 64 KiB/s floor) for
+        // 256 KiB: five windows, never cut, delivered.
+        let before = counter(&m, &["msgs_in"]);
+        let mut slow = client_session(sa, 45);
+        let frame = msg_frame(1, &vec![9u8; 256 << 10]);
+        for chunk in frame.chunks(16 << 10) {
+            slow.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eventually("the slow message delivered", || {
+            counter(&m, &["msgs_in"]) == before + 1
+        });
+        assert_eq!(faults(), 2, "{kind:?}: the steady sender was not cut");
         m.shutdown();
         m.wait();
     }

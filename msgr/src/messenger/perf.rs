@@ -13,7 +13,7 @@ use crate::proto::Fault;
 use crate::wire::Tag;
 
 /// Fault causes as `Fault::label` reports them, in a fixed order.
-pub(crate) const FAULT_LABELS: [&str; 15] = [
+pub(crate) const FAULT_LABELS: [&str; 16] = [
     "bad_crc",
     "bad_banner",
     "unknown_tag",
@@ -24,6 +24,7 @@ pub(crate) const FAULT_LABELS: [&str; 15] = [
     "wait",
     "ready_timeout",
     "idle_timeout",
+    "body_timeout",
     "refused",
     "connect_failed",
     "eof",

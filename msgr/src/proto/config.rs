@@ -124,6 +124,14 @@ pub struct Options {
     pub ready_timeout: Duration,
     /// `ms_connection_idle_timeout`: an open session with no traffic faults after this.
     pub idle_timeout: Duration,
+    /// A message whose header has taken throttle budget must keep arriving: every window
+    /// of this length must bring the rest of it or at least 64 KiB per second of the
+    /// window, or the connection faults (`body_timeout`) and the budget goes back. Ceph
+    /// holds the budget until `ms_connection_idle_timeout` (900 s), so a peer that sends
+    /// headers and never the bodies stalls every other client's messages for that long;
+    /// Ceph has cephx in front of it, a messenger with auth none does not. `None`: no
+    /// check.
+    pub body_timeout: Option<Duration>,
     /// `ms_initial_backoff`: first redial delay after a failed connect.
     pub initial_backoff: Duration,
     /// `ms_max_backoff`: cap of the doubling backoff, and the delay after WAIT.
@@ -169,6 +177,7 @@ impl Default for Options {
         Self {
             ready_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(900),
+            body_timeout: Some(Duration::from_secs(10)),
             initial_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(15),
             keepalive_interval: None,

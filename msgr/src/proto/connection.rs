@@ -37,10 +37,23 @@ const AUTH_UNKNOWN: u32 = 0;
 const AUTH_NONE: u32 = 1;
 /// Retry delay after a throttle refused a message (Ceph's 1 ms timer).
 const THROTTLE_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+/// What every `Options::body_timeout` window must bring of a message holding throttle
+/// budget (or the rest of it), in bytes per second of the window.
+const BODY_MIN_RATE: u64 = 64 * 1024;
 /// Small bytes batched into one transmit chunk before it is cut.
 const TX_BATCH: usize = 64 * 1024;
 /// Sequence numbers restart below this after a reset with MSG_AUTH (Ceph's `SEQ_MASK`).
 const SEQ_MASK: u64 = 0x7fff_ffff;
+
+/// Throttle budget a message took when its header arrived, held while its body arrives.
+#[derive(Debug)]
+struct HeldBudget {
+    guard: ThrottleGuard,
+    /// The whole frame's length.
+    frame_len: usize,
+    /// Bytes of the frame received at the start of the current `body_timeout` window.
+    window_had: usize,
+}
 
 /// Handshake and session states. Named predicates replace ordinal comparisons.
 #[derive(Debug)]
@@ -262,7 +275,7 @@ pub struct Connection {
     timers: TimerTable,
     rng: Rng,
     /// Throttle budget taken for the message whose body is still arriving.
-    pending_throttle: Option<ThrottleGuard>,
+    pending_throttle: Option<HeldBudget>,
     /// Bytes the current read step needs in the receive buffer.
     rx_need: usize,
     last_keepalive: Option<Instant>,
@@ -620,9 +633,38 @@ impl Connection {
                         self.timers.set(Timer::Keepalive, now + i);
                     }
                 }
+                Timer::Body => self.check_body(now)?,
                 _ => {}
             }
         }
+        Ok(())
+    }
+
+    /// `Options::body_timeout`'s check, at the end of each window: a message holding
+    /// throttle budget must have brought the rest of itself or `BODY_MIN_RATE` per second
+    /// of the window since the last check (what the driver has offered `handle_input`).
+    fn check_body(&mut self, now: Instant) -> Result<(), Fault> {
+        let (Some(held), Some(window)) =
+            (&mut self.pending_throttle, self.cfg.options.body_timeout)
+        else {
+            return Ok(());
+        };
+        let had = self.rx_left.min(held.frame_len);
+        let floor = u64::try_from(window.as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_mul(BODY_MIN_RATE)
+            / 1000;
+        let rest = (held.frame_len - held.window_had) as u64;
+        let came = had.saturating_sub(held.window_had) as u64;
+        if came < rest.min(floor) {
+            warn!(peer = %self.peer_label(), came, rest, window_ms = window.as_millis() as u64,
+                "message body stalled while holding throttle budget");
+            let f = Fault::TimedOut(Timeout::Body);
+            self.fault(now, f);
+            return Err(f);
+        }
+        held.window_had = had;
+        self.timers.set(Timer::Body, now + window);
         Ok(())
     }
 
@@ -1298,7 +1340,18 @@ impl Connection {
             Peek::Msg { header, frame_len } => {
                 if self.pending_throttle.is_none() {
                     match self.policy.throttles.try_take(header.payload_len()) {
-                        Some(g) => self.pending_throttle = Some(g),
+                        Some(guard) => {
+                            if rx.len() < frame_len {
+                                if let Some(w) = self.cfg.options.body_timeout {
+                                    self.timers.set(Timer::Body, now + w);
+                                }
+                            }
+                            self.pending_throttle = Some(HeldBudget {
+                                guard,
+                                frame_len,
+                                window_had: rx.len(),
+                            });
+                        }
                         None => {
                             self.stats.throttle_waits += 1;
                             self.timers.set(Timer::Throttle, now + THROTTLE_RETRY);
@@ -1312,7 +1365,7 @@ impl Connection {
                 let bytes = rx.split_to(frame_len).freeze();
                 let (msg, _footer) =
                     frame::decode_msg(bytes, &header, &self.frame).map_err(fault)?;
-                let throttle = self.pending_throttle.take();
+                let throttle = self.pending_throttle.take().map(|h| h.guard);
                 self.deliver(msg, throttle);
             }
             Peek::Ack(seq) => {

@@ -83,6 +83,8 @@ pub enum Timeout {
     Ready,
     /// The open session saw no traffic for `idle_timeout`.
     Idle,
+    /// A message holding throttle budget stopped arriving (`body_timeout`).
+    Body,
 }
 
 /// A transport failure the driver reports.
@@ -134,6 +136,7 @@ impl Fault {
             Self::Wait => "wait",
             Self::TimedOut(Timeout::Ready) => "ready_timeout",
             Self::TimedOut(Timeout::Idle) => "idle_timeout",
+            Self::TimedOut(Timeout::Body) => "body_timeout",
             Self::Transport(TransportError::Refused) => "refused",
             Self::Transport(TransportError::ConnectFailed) => "connect_failed",
             Self::Transport(TransportError::Eof) => "eof",
@@ -158,6 +161,9 @@ impl fmt::Display for Fault {
             Self::Wait => f.write_str("server says WAIT (connection race)"),
             Self::TimedOut(Timeout::Ready) => f.write_str("handshake timed out"),
             Self::TimedOut(Timeout::Idle) => f.write_str("session idle timeout"),
+            Self::TimedOut(Timeout::Body) => {
+                f.write_str("message body stalled while holding throttle budget")
+            }
             Self::Transport(t) => write!(f, "transport: {t:?}"),
             Self::PeerClosed => f.write_str("peer sent CLOSE"),
         }

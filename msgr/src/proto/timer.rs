@@ -18,9 +18,11 @@ pub(crate) enum Timer {
     Keepalive,
     /// Retry a throttle acquisition that failed (Ceph retries every 1 ms).
     Throttle,
+    /// Check that a message holding throttle budget is still arriving.
+    Body,
 }
 
-const COUNT: usize = 5;
+const COUNT: usize = 6;
 
 impl Timer {
     const ALL: [Self; COUNT] = [
@@ -29,6 +31,7 @@ impl Timer {
         Self::Backoff,
         Self::Keepalive,
         Self::Throttle,
+        Self::Body,
     ];
 
     fn index(self) -> usize {

@@ -11,6 +11,7 @@
 //! admin_socket = "/run/msgr/osd.0.asok"
 //! log_level = "info"
 //! ready_timeout = 10.0        # seconds a handshake may take (ms_connection_ready_timeout)
+//! body_timeout = 10.0        # seconds a message holding throttle budget may stall (0: off)
 //! max_handshakes = 4096       # incoming handshakes in progress at once (0: no bound)
 //! dispatch_panic = "contain"  # a handler panic: contain (close that connection) | abort
 //!
@@ -50,6 +51,8 @@ pub(crate) struct Config {
     inject_socket_failures: Option<u64>,
     /// Seconds (ms_connection_ready_timeout).
     ready_timeout: Option<f64>,
+    /// Seconds (0: off).
+    body_timeout: Option<f64>,
     max_handshakes: Option<usize>,
     dispatch_panic: Option<String>,
     dpdk: Option<Dpdk>,
@@ -141,6 +144,11 @@ pub(crate) fn command_line(path: &Path) -> Result<Vec<String>, String> {
         let v = t.to_string();
         crate::ping::parse_positive_secs(&v).map_err(|e| bad("ready_timeout", e))?;
         flag(&mut serve, "ready-timeout", v);
+    }
+    if let Some(t) = c.body_timeout {
+        let v = t.to_string();
+        crate::ping::parse_secs(&v).map_err(|e| bad("body_timeout", e))?;
+        flag(&mut serve, "body-timeout", v);
     }
     if let Some(n) = c.max_handshakes {
         flag(&mut serve, "max-handshakes", n.to_string());
@@ -287,12 +295,15 @@ client_messages = 256
     #[test]
     fn handshake_bounds_become_flags() {
         let args =
-            lines("bind = \"v1:1.2.3.4:1\"\nready_timeout = 2.5\nmax_handshakes = 64\ndispatch_panic = \"abort\"\n").unwrap();
+            lines("bind = \"v1:1.2.3.4:1\"\nready_timeout = 2.5\nbody_timeout = 0\nmax_handshakes = 64\ndispatch_panic = \"abort\"\n").unwrap();
         assert!(
-            shell_line(&args)
-                .ends_with("--ready-timeout 2.5 --max-handshakes 64 --dispatch-panic abort"),
+            shell_line(&args).ends_with(
+                "--ready-timeout 2.5 --body-timeout 0 --max-handshakes 64 --dispatch-panic abort"
+            ),
             "{args:?}"
         );
+        let e = lines("bind = \"v1:1.2.3.4:1\"\nbody_timeout = -1.0\n").unwrap_err();
+        assert!(e.contains(": body_timeout: "), "{e}");
         let e = lines("bind = \"v1:1.2.3.4:1\"\nready_timeout = 0.0\n").unwrap_err();
         assert!(e.contains(": ready_timeout: "), "{e}");
         let e = lines("bind = \"v1:1.2.3.4:1\"\ndispatch_panic = \"ignore\"\n").unwrap_err();

@@ -16,7 +16,7 @@ use tracing::info;
 
 use crate::client::random_nonce;
 use crate::net::Net;
-use crate::ping::parse_positive_secs;
+use crate::ping::{parse_positive_secs, parse_secs};
 use crate::{emit, parse_entity_name, parse_peer_addr, Failure, PeerAddr, Result};
 
 pub(crate) const LONG_ABOUT: &str = "\
@@ -120,6 +120,13 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_positive_secs)]
     ready_timeout: f64,
 
+    /// Seconds a message that has taken throttle budget may go without bringing the rest of
+    /// itself or 64 KiB per second: past it the connection faults (body_timeout in perf
+    /// dump) and gives the budget back, so a peer that sends headers and withholds bodies
+    /// cannot stall other clients [0: no check, as Ceph]
+    #[arg(long, value_name = "SECS", default_value_t = 10.0, value_parser = parse_secs)]
+    body_timeout: f64,
+
     /// Incoming connections that may be in their handshake at once; at the bound each new
     /// one closes the oldest still handshaking (counted as handshakes_evicted in perf dump)
     /// [0: no bound]
@@ -164,6 +171,7 @@ pub(crate) fn run(a: ServeArgs, net: &Net) -> Result<()> {
     });
     let options = Options {
         ready_timeout: Duration::from_secs_f64(a.ready_timeout),
+        body_timeout: (a.body_timeout > 0.0).then(|| Duration::from_secs_f64(a.body_timeout)),
         max_handshakes: a.max_handshakes,
         ..Options::default()
     };
