@@ -66,6 +66,8 @@ pub(crate) struct Plan {
     pub(crate) cpus: crate::dpdklink::Cpus,
     /// The dpdk daemon's link to the peers.
     pub(crate) link: netns::Link,
+    /// The attack threads' nice value.
+    pub(crate) attacker_nice: u8,
 }
 
 /// The daemon's settings that the attacks aim at.
@@ -394,7 +396,8 @@ fn run_transport(
         .args(["--baseline", &plan.baseline.to_string()])
         .args(["--ready-timeout", &limits.ready_timeout.to_string()])
         .args(["--max-handshakes", &limits.max_handshakes.to_string()])
-        .args(["--attacks", &attacks.join(",")]);
+        .args(["--attacks", &attacks.join(",")])
+        .args(["--attacker-nice", &plan.attacker_nice.to_string()]);
     if plan.quick {
         cmd.arg("--quick");
     }
@@ -489,6 +492,7 @@ pub(crate) struct RunArgs {
     pub(crate) max_handshakes: usize,
     pub(crate) attacks: Vec<Kind>,
     pub(crate) quick: bool,
+    pub(crate) attacker_nice: u8,
 }
 
 /// The daemon's counters, flattened: `section.key.sub` → value (arrays, such as the dpdk
@@ -611,7 +615,7 @@ pub(crate) fn run_suite(a: &RunArgs) -> Result<(), String> {
         let log0 = file_len(a.daemon_log.as_deref());
         honest.set_phase(1 + i);
         let until = Instant::now() + Duration::from_secs_f64(a.seconds);
-        let tally = attack::run(kind, target, until, sz);
+        let tally = attack::run(kind, target, until, sz, a.attacker_nice);
         honest.set_phase(between);
         std::thread::sleep(SETTLE);
         let after = match perf(&a.asok) {

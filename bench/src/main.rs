@@ -371,6 +371,12 @@ enum Cmd {
         /// peer kernel's receive work inside the daemon's sends, on its lcore).
         #[arg(long, value_enum, default_value = "af-packet")]
         link: hostile::netns::Link,
+        /// The attackers' nice value (0-19). They share the runner's CPU with the honest
+        /// client, as they would not share a host in a real cluster: at 0, a flood's
+        /// busy connect loops keep the honest client's threads waiting for that CPU, and
+        /// the latency measured is the runner's, not the daemon's.
+        #[arg(long, default_value_t = 19, value_parser = clap::value_parser!(u8).range(0..=19))]
+        attacker_nice: u8,
     },
     /// (internal) The honest client and the attacks against one daemon; a JSON report.
     #[command(hide = true)]
@@ -393,6 +399,8 @@ enum Cmd {
         attacks: Vec<hostile::attack::Kind>,
         #[arg(long)]
         quick: bool,
+        #[arg(long, default_value_t = 0)]
+        attacker_nice: u8,
     },
     /// The messenger in one process on loopback beside sockperf: ping-pong and stream over
     /// posix and simple, idle memory per connection; rounds interleaved, medians reported.
@@ -584,6 +592,7 @@ fn main() -> ExitCode {
             json,
             cpus,
             link,
+            attacker_nice,
         } => {
             let seconds = seconds.unwrap_or(if quick { 2.0 } else { 10.0 });
             let baseline = baseline.unwrap_or(seconds);
@@ -606,6 +615,7 @@ fn main() -> ExitCode {
                         json,
                         cpus,
                         link,
+                        attacker_nice,
                     })
                 })
             }
@@ -620,6 +630,7 @@ fn main() -> ExitCode {
             max_handshakes,
             attacks,
             quick,
+            attacker_nice,
         } => hostile::run_suite(&hostile::RunArgs {
             addr,
             asok,
@@ -634,6 +645,7 @@ fn main() -> ExitCode {
                 attacks
             },
             quick,
+            attacker_nice,
         }),
         Cmd::All {
             quick,

@@ -2137,11 +2137,13 @@ fn threads_named(prefix: &str) -> usize {
         .count()
 }
 
-/// The simple transport gives an accepted socket no thread of its own until its peer
-/// speaks: the accepter writes the server's hello, waits for the socket with the others
-/// and runs their ready timeout. A socket whose peer speaks gets its reader, which writes
-/// the rest of the handshake (as Ceph's Pipe::accept); the session's writer starts when the
-/// session opens. A flood of silent connections costs no threads; half handshakes one each.
+/// The simple transport gives an accepted socket no thread of its own until its peer has
+/// said a good hello: the accepter writes the server's hello, reads what comes without
+/// blocking, has the engine judge it (a wrong banner or address is refused there) and
+/// runs the ready timeout of the sockets still waiting. A socket whose hello is good gets
+/// its reader, which writes the rest of the handshake (as Ceph's Pipe::accept); the
+/// session's writer starts when the session opens. Silent sockets, half hellos and garbage
+/// cost no threads; whole hellos one each.
 #[test]
 fn simple_handshake_threads() {
     let _g = begin_exclusive("simple_handshake_threads", secs(30));
@@ -2156,19 +2158,34 @@ fn simple_handshake_threads() {
         ServerHello::parse(&hello).expect("the server's hello");
         s
     };
+    let speak = |bytes: &[u8]| {
+        let mut s = connect();
+        s.write_all(bytes).unwrap();
+        s
+    };
+    let mut hello = BANNER.to_vec();
+    let me = EntityAddr::v1("127.0.0.1:9".parse().unwrap(), 77);
+    hello.extend_from_slice(&me.to_legacy());
     let t0 = Instant::now();
-    // Silent sockets: each gets the server's hello, and no thread.
+    // Silent sockets and half hellos (the banner, then nothing): no thread.
     let mut silent: Vec<TcpStream> = (0..20).map(|_| connect()).collect();
-    // Half handshakes (the banner, then nothing): a reader each, no writer.
-    let mut half: Vec<TcpStream> = (0..5)
-        .map(|_| {
-            let mut s = connect();
-            s.write_all(BANNER).unwrap();
-            s
-        })
-        .collect();
+    silent.extend((0..5).map(|_| speak(BANNER)));
+    silent.extend((0..5).map(|_| speak(&hello[..BANNER.len() + 40])));
+    // Garbage instead of a banner, and a banner then garbage where the address should be:
+    // refused by the accepter, no thread.
+    let mut garbage: Vec<TcpStream> = (0..5).map(|_| speak(b"GET / HTTP/1.1\r\n")).collect();
+    let mut junk = BANNER.to_vec();
+    junk.extend_from_slice(&[0xff; 136]);
+    garbage.extend((0..5).map(|_| speak(&junk)));
+    for s in &mut garbage {
+        expect_closed(s, 5 * S);
+    }
+    assert_eq!(server.perf("faults.bad_banner"), 5);
+    assert_eq!(server.perf("faults.decode"), 5);
+    // Whole hellos, then nothing: a reader each, no writer.
+    let mut half: Vec<TcpStream> = (0..5).map(|_| speak(&hello)).collect();
     wait_for_detail(
-        "a reader per half handshake",
+        "a reader per whole hello",
         5 * S,
         || threads_named("ms_reader-") >= readers0 + half.len(),
         || format!("{} readers", threads_named("ms_reader-")),
@@ -2177,7 +2194,7 @@ fn simple_handshake_threads() {
     assert_eq!(
         threads_named("ms_reader-"),
         readers0 + half.len(),
-        "a reader per socket that spoke, none for the silent ones"
+        "a reader per socket with a good hello, none for the others"
     );
     assert_eq!(
         threads_named("ms_writer-"),

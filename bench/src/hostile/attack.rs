@@ -183,16 +183,55 @@ fn seed(k: u64) -> u64 {
     t ^ k.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(std::process::id())
 }
 
-/// Runs attack `kind` against `t` until `until`.
-pub(crate) fn run(kind: Kind, t: Target, until: Instant, sz: Sizing) -> Tally {
-    match kind {
-        Kind::Garbage => garbage(t, until),
-        Kind::Slowloris => slowloris(t, until, sz.slowloris),
-        Kind::Oversized => oversized(t, until),
-        Kind::BadCrc => bad_crc(t, until),
-        Kind::Flood => flood(t, until, sz),
-        Kind::ReconnectStorm => storm(t, until),
-        Kind::ThrottleHold => throttle_hold(t, until),
+/// Runs attack `kind` against `t` until `until`, on threads at nice value `nice` (the
+/// honest client's stay at the runner's).
+pub(crate) fn run(kind: Kind, t: Target, until: Instant, sz: Sizing, nice: u8) -> Tally {
+    std::thread::scope(|sc| {
+        let h = sc.spawn(move || {
+            // Threads this one spawns inherit its nice value.
+            if nice > 0 {
+                if let Err(e) = renice_this_thread(nice) {
+                    eprintln!("bench hostile: attackers keep the runner's priority: {e}");
+                }
+            }
+            match kind {
+                Kind::Garbage => garbage(t, until),
+                Kind::Slowloris => slowloris(t, until, sz.slowloris),
+                Kind::Oversized => oversized(t, until),
+                Kind::BadCrc => bad_crc(t, until),
+                Kind::Flood => flood(t, until, sz),
+                Kind::ReconnectStorm => storm(t, until),
+                Kind::ThrottleHold => throttle_hold(t, until),
+            }
+        });
+        h.join().unwrap_or_else(|_| {
+            let mut t = Tally::new();
+            add(&mut t, "attack_panicked", 1);
+            t
+        })
+    })
+}
+
+/// Sets the calling thread's nice value with renice(1) (Linux keeps nice per thread; the
+/// thread id comes from /proc/thread-self).
+fn renice_this_thread(nice: u8) -> Result<(), String> {
+    let link = std::fs::read_link("/proc/thread-self").map_err(|e| e.to_string())?;
+    let tid = link
+        .file_name()
+        .and_then(|t| t.to_str())
+        .ok_or_else(|| format!("/proc/thread-self -> {}", link.display()))?
+        .to_owned();
+    let out = std::process::Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p", &tid])
+        .output()
+        .map_err(|e| format!("renice: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "renice: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 

@@ -46,6 +46,7 @@ use super::transport::{ConnIo, Transport};
 use crate::msg::Message;
 use crate::proto::{AcceptOutcome, Event, Fault, InputStatus, SendError, TransportError};
 use crate::time::Instant;
+use crate::wire::banner::CLIENT_HELLO_LEN;
 
 const LISTEN: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -240,12 +241,83 @@ impl Transport for Simple {
     }
 }
 
-/// An accepted socket whose peer has not spoken yet: the accepter waits for it (no thread
-/// of its own until then), and runs its handshake timer.
+/// An accepted socket whose peer has not said its hello yet: the accepter waits for it
+/// (no thread of its own until then), reads what comes without blocking, has the engine
+/// judge it, and runs its handshake timer. The socket is non-blocking until a reader
+/// takes it.
 struct Quiet {
     conn: Arc<ConnShared>,
     sock: Arc<TcpStream>,
     deadline: Option<Instant>,
+    /// What came so far (less than a client hello).
+    rx: BytesMut,
+}
+
+/// What became of a quiet socket that turned readable.
+enum Heard {
+    /// Still short of a client hello: keep waiting.
+    Wait,
+    /// A good hello: a reader thread takes the socket and the bytes after the hello.
+    Hello,
+    /// Closed (EOF, an error, or the engine refused what came): nothing left to do.
+    Gone,
+}
+
+/// A quiet socket turned readable: reads what came, without blocking, up to a client
+/// hello, and has the engine judge it. A wrong banner or address (most garbage) is
+/// refused here, without a thread.
+fn hear(core: &Arc<Core>, q: &mut Quiet, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) -> Heard {
+    if q.conn.gen() != 0 || io_of(&q.conn).lock().closed {
+        return Heard::Gone;
+    }
+    let mut buf = [0u8; CLIENT_HELLO_LEN];
+    let mut ended = None;
+    while q.rx.len() < CLIENT_HELLO_LEN {
+        let want = CLIENT_HELLO_LEN - q.rx.len();
+        match (&*q.sock).read(&mut buf[..want]) {
+            Ok(0) => {
+                ended = Some(TransportError::Eof);
+                break;
+            }
+            Ok(n) => {
+                core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+                q.rx.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                trace!(conn = q.conn.id(), error = %e, "read failed");
+                ended = Some(TransportError::Io);
+                break;
+            }
+        }
+    }
+    if !q.rx.is_empty() {
+        let status = {
+            let mut e = q.conn.engine();
+            if q.conn.gen() != 0 {
+                return Heard::Gone;
+            }
+            feed(&mut e, core.now(), &mut q.rx)
+        };
+        match status {
+            Err(f) => {
+                faulted(core, &q.conn, 0, &q.sock, threads, f);
+                return Heard::Gone;
+            }
+            // The engine took the whole hello: the handshake goes on on a thread.
+            Ok(_) if q.rx.is_empty() => return Heard::Hello,
+            Ok(_) => {}
+        }
+    }
+    match ended {
+        Some(e) => {
+            lost(core, &q.conn, 0, e);
+            pump(core, &q.conn, threads);
+            Heard::Gone
+        }
+        None => Heard::Wait,
+    }
 }
 
 /// The first token of the quiet sockets (after the listener's and the waker's).
@@ -282,12 +354,31 @@ fn accepter(
             if t.0 < FIRST_QUIET {
                 continue;
             }
-            // The peer spoke (or the socket closed): a reader thread takes it from here.
-            if let Some(q) = quiet.remove(&t) {
-                let fd = q.sock.as_raw_fd();
-                let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                if q.conn.gen() == 0 && !io_of(&q.conn).lock().closed {
-                    start_reader(&core, &q.conn, q.sock, 0, &threads);
+            let Some(mut q) = quiet.remove(&t) else {
+                continue;
+            };
+            match hear(&core, &mut q, &threads) {
+                Heard::Wait => {
+                    quiet.insert(t, q);
+                    continue;
+                }
+                Heard::Hello => {
+                    let fd = q.sock.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    // This transport blocks from here on.
+                    if let Err(e) = q.sock.set_nonblocking(false) {
+                        warn!(error = %e, "accepted socket unusable");
+                        lost(&core, &q.conn, 0, TransportError::Io);
+                        pump(&core, &q.conn, &threads);
+                        continue;
+                    }
+                    let rx = std::mem::take(&mut q.rx);
+                    start_reader(&core, &q.conn, q.sock, 0, &threads, rx);
+                }
+                Heard::Gone => {
+                    let fd = q.sock.as_raw_fd();
+                    let _ = poll.registry().deregister(&mut SourceFd(&fd));
+                    drop_socket(io_of(&q.conn), &q.conn);
                 }
             }
         }
@@ -318,14 +409,13 @@ fn accepter(
         loop {
             match listener.accept() {
                 Ok((sock, peer)) => {
-                    // mio hands out non-blocking sockets; this transport blocks.
-                    let std_sock: TcpStream = match into_blocking(sock) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            warn!(error = %e, "accepted socket unusable");
-                            continue;
-                        }
-                    };
+                    // Non-blocking (as mio hands it out) while quiet; a reader thread that
+                    // takes it makes it blocking.
+                    let std_sock = TcpStream::from(sock);
+                    if let Err(e) = std_sock.set_nodelay(true) {
+                        warn!(error = %e, "accepted socket unusable");
+                        continue;
+                    }
                     let conn = core.accepted(peer);
                     let sock = Arc::new(std_sock);
                     io_of(&conn).lock().sock = Some((Arc::clone(&sock), 0));
@@ -336,13 +426,13 @@ fn accepter(
                         core.mark_down_conn(&conn);
                         continue;
                     }
-                    // The server's hello (a few dozen bytes into an empty socket buffer:
-                    // the write does not block), then the socket waits here, without a
-                    // thread, until its peer speaks. A peer that never does (a flood, a
-                    // scanner) costs a registration and its handshake timer, no thread;
-                    // one that does gets a reader, which writes the rest of the handshake
-                    // (as Ceph's Pipe::accept), and a session gets its writer when it
-                    // opens.
+                    // The server's hello (a few hundred bytes into an empty socket
+                    // buffer: the write cannot block), then the socket waits here, without
+                    // a thread, for its peer's hello. A peer that never sends it (a flood,
+                    // a scanner, a slowloris) or sends garbage costs a registration and its
+                    // handshake timer, no thread; one whose hello is good gets a reader,
+                    // which writes the rest of the handshake (as Ceph's Pipe::accept), and
+                    // a session gets its writer when it opens.
                     let current = Some((Arc::clone(&sock), 0));
                     let Some(step) = write_step(&core, &conn, &threads, current.as_ref()) else {
                         continue;
@@ -364,7 +454,12 @@ fn accepter(
                     {
                         // Not watchable: a reader thread waits for it instead.
                         debug!(error = %e, "quiet socket not registered");
-                        start_reader(&core, &conn, sock, 0, &threads);
+                        if sock.set_nonblocking(false).is_ok() {
+                            start_reader(&core, &conn, sock, 0, &threads, BytesMut::new());
+                        } else {
+                            lost(&core, &conn, 0, TransportError::Io);
+                            pump(&core, &conn, &threads);
+                        }
                         continue;
                     }
                     quiet.insert(
@@ -373,6 +468,7 @@ fn accepter(
                             conn,
                             sock,
                             deadline: step.deadline,
+                            rx: BytesMut::new(),
                         },
                     );
                 }
@@ -392,13 +488,6 @@ fn accepter(
         core.mark_down_conn(&q.conn);
     }
     debug!("accepter stopped");
-}
-
-fn into_blocking(sock: mio::net::TcpStream) -> io::Result<TcpStream> {
-    let s = TcpStream::from(sock);
-    s.set_nonblocking(false)?;
-    s.set_nodelay(true)?;
-    Ok(s)
 }
 
 fn start_writer(
@@ -421,16 +510,19 @@ fn start_writer(
     });
 }
 
+/// Starts a reader thread for `sock`, with `rx` (bytes read but not yet consumed by the
+/// engine) to begin with.
 fn start_reader(
     core: &Arc<Core>,
     conn: &Arc<ConnShared>,
     sock: Arc<TcpStream>,
     gen: u64,
     threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    rx: BytesMut,
 ) {
     let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
     spawn(threads, format!("ms_reader-{}", conn.id()), move || {
-        reader(core, conn, sock, gen, ts)
+        reader(core, conn, sock, gen, ts, rx)
     });
 }
 
@@ -750,7 +842,7 @@ fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<Joi
                 g
             };
             if install_socket(io_of(conn), &sock, gen) {
-                start_reader(core, conn, sock, gen, threads);
+                start_reader(core, conn, sock, gen, threads, BytesMut::new());
             }
         }
         Err(err) => {
@@ -774,12 +866,15 @@ fn reader(
     sock: Arc<TcpStream>,
     mut gen: u64,
     threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    mut rx: BytesMut,
 ) {
     let mut tick = READ_TICK;
     let _ = sock.set_read_timeout(Some(tick));
-    let mut rx = BytesMut::new();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut blocked = false;
+    // Bytes handed over with the socket are the engine's before anything more is read: the
+    // peer may be waiting for the answer to them.
+    let mut handed = !rx.is_empty();
     // Until the session has its writer (an accepted socket before its session opens), this
     // thread writes the handshake and runs its timers, reading no longer than the next
     // deadline. Once a writer runs it stays (a replace hands the reader a session that has
@@ -826,7 +921,13 @@ fn reader(
         }
         let now = core.now();
         let status;
-        if blocked {
+        if std::mem::take(&mut handed) {
+            let mut e = conn.engine();
+            if conn.gen() != gen {
+                break;
+            }
+            status = feed(&mut e, now, &mut rx);
+        } else if blocked {
             // A throttle holds this session: retry every millisecond (Ceph's rule), reading
             // nothing meanwhile so TCP pushes back on the sender.
             std::thread::sleep(Duration::from_millis(1));
@@ -892,16 +993,7 @@ fn reader(
             }
             Ok(_) => blocked = false,
             Err(f) => {
-                core.fault(&conn, &f);
-                {
-                    let _e = conn.engine();
-                    if conn.gen() == gen {
-                        conn.next_gen();
-                    }
-                }
-                drop_socket(io_of(&conn), &conn);
-                let _ = sock.shutdown(Shutdown::Both);
-                pump(&core, &conn, &threads);
+                faulted(&core, &conn, gen, &sock, &threads, f);
                 break;
             }
         }
@@ -919,6 +1011,28 @@ fn reader(
         }
     }
     trace!(conn = conn.id(), "reader exits");
+}
+
+/// The engine refused input on `sock` (of generation `gen`) with `f` and has reacted: the
+/// socket is done.
+fn faulted(
+    core: &Arc<Core>,
+    conn: &Arc<ConnShared>,
+    gen: u64,
+    sock: &TcpStream,
+    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    f: Fault,
+) {
+    core.fault(conn, &f);
+    {
+        let _e = conn.engine();
+        if conn.gen() == gen {
+            conn.next_gen();
+        }
+    }
+    drop_socket(io_of(conn), conn);
+    let _ = sock.shutdown(Shutdown::Both);
+    pump(core, conn, threads);
 }
 
 fn feed(
