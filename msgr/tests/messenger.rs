@@ -2128,15 +2128,6 @@ fn bad_input(kind: TransportKind) {
     server.rec.assert_clean();
 }
 
-/// Threads of this process whose name starts with `prefix`.
-fn threads_named(prefix: &str) -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .expect("/proc/self/task")
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with(prefix))
-        .count()
-}
-
 /// The simple transport gives an accepted socket no thread of its own until its peer has
 /// said a good hello: the accepter writes the server's hello, reads what comes without
 /// blocking, has the engine judge it (a wrong banner or address is refused there) and
@@ -2150,7 +2141,8 @@ fn simple_handshake_threads() {
     let server = NodeBuilder::server(TransportKind::Simple, Policy::stateless_server(0))
         .options(|o| o.ready_timeout = 2 * S)
         .start();
-    let (writers0, readers0) = (threads_named("ms_writer-"), threads_named("ms_reader-"));
+    let gauge = |n: &Node, g: &str| n.m.perf_dump()["simple"][g].as_u64().unwrap();
+    let (writers0, readers0) = (gauge(&server, "writers"), gauge(&server, "readers"));
     let connect = || {
         let mut s = raw_connect(&server);
         let mut hello = [0u8; SERVER_HELLO_LEN];
@@ -2187,17 +2179,17 @@ fn simple_handshake_threads() {
     wait_for_detail(
         "a reader per whole hello",
         5 * S,
-        || threads_named("ms_reader-") >= readers0 + half.len(),
-        || format!("{} readers", threads_named("ms_reader-")),
+        || gauge(&server, "readers") >= readers0 + half.len() as u64,
+        || format!("{} readers", gauge(&server, "readers")),
     );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(
-        threads_named("ms_reader-"),
-        readers0 + half.len(),
+        gauge(&server, "readers"),
+        readers0 + half.len() as u64,
         "a reader per socket with a good hello, none for the others"
     );
     assert_eq!(
-        threads_named("ms_writer-"),
+        gauge(&server, "writers"),
         writers0,
         "no writer for a socket whose handshake is not done"
     );
@@ -2206,9 +2198,12 @@ fn simple_handshake_threads() {
     let mut st = Stream::new(client.connect(&server));
     assert!(st.send(8));
     wait_for("the echo", 5 * S, || client.rec.got(st.id | REPLY) == 1);
-    let writers = threads_named("ms_writer-") - writers0;
     assert_eq!(
-        writers, 2,
+        (
+            gauge(&server, "writers") - writers0,
+            gauge(&client, "writers")
+        ),
+        (1, 1),
         "the client's session and the server's, one writer each"
     );
     // Every held socket still meets the ready timeout (silent ones by the accepter).
@@ -2221,6 +2216,26 @@ fn simple_handshake_threads() {
         t0.elapsed()
     );
     assert!(server.perf("faults.ready_timeout") >= (silent.len() + half.len()) as u64);
+    // The threads of the readers that ended wait for the next connections: three more
+    // whole hellos get readers without a thread being created. (The client's session
+    // keeps its reader.)
+    let open = readers0 + 1;
+    wait_for("the readers ended", 5 * S, || {
+        gauge(&server, "readers") == open && gauge(&server, "idle_threads") >= 3
+    });
+    let pooled = gauge(&server, "threads");
+    let mut more: Vec<TcpStream> = (0..3).map(|_| speak(&hello)).collect();
+    wait_for("a reader per new hello", 5 * S, || {
+        gauge(&server, "readers") == open + 3
+    });
+    assert_eq!(
+        gauge(&server, "threads"),
+        pooled,
+        "threads reused, none created"
+    );
+    for s in &mut more {
+        expect_closed(s, 5 * S);
+    }
     shutdown_all(&[&client, &server]);
     client.rec.assert_clean();
     server.rec.assert_clean();

@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -128,8 +128,149 @@ fn io_of(conn: &ConnShared) -> &SimpleIo {
 pub(crate) struct Simple {
     listener: Mutex<Option<std::net::TcpListener>>,
     waker: Mutex<Option<Arc<Waker>>>,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Threads>,
     stopping: Arc<AtomicBool>,
+}
+
+/// How long a reader or writer thread whose connection ended waits for another's.
+const THREAD_IDLE: Duration = Duration::from_secs(10);
+/// Most threads waiting for work at once; beyond, an ending thread exits.
+const THREADS_IDLE_MAX: usize = 256;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The transport's reader and writer threads, reused. A thread whose connection ends does
+/// not exit: it waits up to [`THREAD_IDLE`] for the next connection's reader or writer
+/// (at most [`THREADS_IDLE_MAX`] wait at once). A stream of short connections — clients
+/// that come and go, or a flood of handshakes — would otherwise create and destroy two
+/// threads each: clone, a kernel stack, its cgroup accounting, which were most of what
+/// such a stream cost the accepting CPU.
+#[derive(Default)]
+pub(crate) struct Threads {
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    jobs: Mutex<Jobs>,
+    cv: Condvar,
+    /// Threads alive, and readers and writers running (perf dump's `simple` section).
+    alive: AtomicUsize,
+    readers: AtomicUsize,
+    writers: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Jobs {
+    queue: std::collections::VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
+    closed: bool,
+}
+
+impl Threads {
+    fn jobs(&self) -> MutexGuard<'_, Jobs> {
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `job` on a waiting thread, or on a new one.
+    fn run(self: &Arc<Self>, job: Job) {
+        {
+            let mut j = self.jobs();
+            if !j.closed && j.idle > j.queue.len() {
+                j.queue.push_back(job);
+                self.cv.notify_one();
+                return;
+            }
+        }
+        let me = Arc::clone(self);
+        self.alive.fetch_add(1, Ordering::Relaxed);
+        let spawned = std::thread::Builder::new()
+            .name("ms_pipe".into())
+            .spawn(move || me.serve(job));
+        self.keep(spawned);
+    }
+
+    /// Runs `f` on a thread of its own, named `name` (the accepter).
+    fn run_alone(&self, name: &str, f: impl FnOnce() + Send + 'static) {
+        let spawned = std::thread::Builder::new().name(name.into()).spawn(f);
+        self.keep(spawned);
+    }
+
+    fn keep(&self, spawned: io::Result<JoinHandle<()>>) {
+        match spawned {
+            Ok(h) => {
+                let mut ts = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+                ts.retain(|t| !t.is_finished());
+                ts.push(h);
+            }
+            Err(e) => warn!(error = %e, "could not spawn a thread"),
+        }
+    }
+
+    /// A pooled thread: its first job, then others as they come, until it has waited
+    /// [`THREAD_IDLE`] for one, enough others wait, or the transport shuts down.
+    fn serve(&self, first: Job) {
+        // `alive` counts this thread down however it ends (a job's panic included).
+        let _alive = Alive(&self.alive);
+        first();
+        loop {
+            let job = {
+                let mut j = self.jobs();
+                if j.closed || j.idle >= THREADS_IDLE_MAX {
+                    break;
+                }
+                j.idle += 1;
+                let (mut j, _) = self
+                    .cv
+                    .wait_timeout_while(j, THREAD_IDLE, |j| j.queue.is_empty() && !j.closed)
+                    .unwrap_or_else(|e| e.into_inner());
+                j.idle -= 1;
+                // A job queued for the waiting threads is taken even at a timeout.
+                match j.queue.pop_front() {
+                    Some(job) => job,
+                    None => break,
+                }
+            };
+            job();
+        }
+    }
+
+    /// Waiting threads exit; jobs still queued run first.
+    fn close(&self) {
+        self.jobs().closed = true;
+        self.cv.notify_all();
+    }
+
+    fn gauges(&self) -> serde_json::Value {
+        serde_json::json!({
+            "threads": self.alive.load(Ordering::Relaxed),
+            "idle_threads": self.jobs().idle,
+            "readers": self.readers.load(Ordering::Relaxed),
+            "writers": self.writers.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Counts a pooled thread out of `Threads::alive` when it ends.
+struct Alive<'a>(&'a AtomicUsize);
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a running reader or writer in its gauge while alive.
+struct Running<'a>(&'a AtomicUsize);
+
+impl<'a> Running<'a> {
+    fn new(g: &'a AtomicUsize) -> Self {
+        g.fetch_add(1, Ordering::Relaxed);
+        Self(g)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Simple {
@@ -140,17 +281,6 @@ impl Simple {
             threads: Arc::default(),
             stopping: Arc::default(),
         }
-    }
-}
-
-fn spawn(threads: &Mutex<Vec<JoinHandle<()>>>, name: String, f: impl FnOnce() + Send + 'static) {
-    match std::thread::Builder::new().name(name).spawn(f) {
-        Ok(h) => {
-            let mut ts = threads.lock().unwrap_or_else(|e| e.into_inner());
-            ts.retain(|t| !t.is_finished());
-            ts.push(h);
-        }
-        Err(e) => warn!(error = %e, "could not spawn a thread"),
     }
 }
 
@@ -189,7 +319,7 @@ impl Transport for Simple {
         let core = Arc::clone(core);
         let threads = Arc::clone(&self.threads);
         let stopping = Arc::clone(&self.stopping);
-        spawn(&self.threads, "ms_accepter".into(), move || {
+        self.threads.run_alone("ms_accepter", move || {
             accepter(core, poll, listener, threads, stopping)
         });
         Ok(())
@@ -228,9 +358,20 @@ impl Transport for Simple {
         }
     }
 
+    fn perf_section(&self) -> Option<(&'static str, serde_json::Value)> {
+        Some(("simple", self.threads.gauges()))
+    }
+
     fn join(&self) {
+        self.threads.close();
         loop {
-            let ts = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+            let ts = std::mem::take(
+                &mut *self
+                    .threads
+                    .handles
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            );
             if ts.is_empty() {
                 return;
             }
@@ -266,7 +407,7 @@ enum Heard {
 /// A quiet socket turned readable: reads what came, without blocking, up to a client
 /// hello, and has the engine judge it. A wrong banner or address (most garbage) is
 /// refused here, without a thread.
-fn hear(core: &Arc<Core>, q: &mut Quiet, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) -> Heard {
+fn hear(core: &Arc<Core>, q: &mut Quiet, threads: &Arc<Threads>) -> Heard {
     if q.conn.gen() != 0 || io_of(&q.conn).lock().closed {
         return Heard::Gone;
     }
@@ -327,7 +468,7 @@ fn accepter(
     core: Arc<Core>,
     mut poll: Poll,
     listener: TcpListener,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Threads>,
     stopping: Arc<AtomicBool>,
 ) {
     let mut events = Events::with_capacity(64);
@@ -490,11 +631,7 @@ fn accepter(
     debug!("accepter stopped");
 }
 
-fn start_writer(
-    core: &Arc<Core>,
-    conn: &Arc<ConnShared>,
-    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
-) {
+fn start_writer(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Threads>) {
     {
         let mut st = io_of(conn).lock();
         if st.writer {
@@ -505,9 +642,7 @@ fn start_writer(
         st.kick = true;
     }
     let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
-    spawn(threads, format!("ms_writer-{}", conn.id()), move || {
-        writer(core, conn, ts)
-    });
+    threads.run(Box::new(move || writer(core, conn, ts)));
 }
 
 /// Starts a reader thread for `sock`, with `rx` (bytes read but not yet consumed by the
@@ -517,18 +652,16 @@ fn start_reader(
     conn: &Arc<ConnShared>,
     sock: Arc<TcpStream>,
     gen: u64,
-    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: &Arc<Threads>,
     rx: BytesMut,
 ) {
     let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
-    spawn(threads, format!("ms_reader-{}", conn.id()), move || {
-        reader(core, conn, sock, gen, ts, rx)
-    });
+    threads.run(Box::new(move || reader(core, conn, sock, gen, ts, rx)));
 }
 
 /// Drains a session's events after someone touched its engine (without its lock), and has
 /// its writer look at it.
-fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, _threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+fn pump(core: &Arc<Core>, conn: &Arc<ConnShared>, _threads: &Arc<Threads>) {
     let (dial, deadline, closed) = {
         let mut e = conn.engine();
         let dial = drain(conn, &mut e);
@@ -601,7 +734,8 @@ fn deliver_pending(core: &Arc<Core>, conn: &Arc<ConnShared>) {
 }
 
 /// The session thread: dials, runs timers, writes.
-fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Mutex<Vec<JoinHandle<()>>>>) {
+fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Threads>) {
+    let _running = Running::new(&threads.writers);
     let io = io_of(&conn);
     loop {
         let (dial, sock) = {
@@ -668,7 +802,7 @@ struct Step {
 fn write_step(
     core: &Arc<Core>,
     conn: &Arc<ConnShared>,
-    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: &Arc<Threads>,
     sock: Option<&(Arc<TcpStream>, u64)>,
 ) -> Option<Step> {
     let io = io_of(conn);
@@ -799,7 +933,7 @@ fn drop_socket(io: &SimpleIo, conn: &ConnShared) {
     }
 }
 
-fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Mutex<Vec<JoinHandle<()>>>>) {
+fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Threads>) {
     core.deliver(conn, Event::Dial);
     // The transport generation the dial is for: an accept that makes the session adopt
     // another socket meanwhile (a connection race the peer wins) moves it on.
@@ -865,9 +999,11 @@ fn reader(
     mut conn: Arc<ConnShared>,
     sock: Arc<TcpStream>,
     mut gen: u64,
-    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: Arc<Threads>,
     mut rx: BytesMut,
 ) {
+    let running = Arc::clone(&threads);
+    let _running = Running::new(&running.readers);
     let mut tick = READ_TICK;
     let _ = sock.set_read_timeout(Some(tick));
     let mut scratch = vec![0u8; READ_CHUNK];
@@ -1020,7 +1156,7 @@ fn faulted(
     conn: &Arc<ConnShared>,
     gen: u64,
     sock: &TcpStream,
-    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: &Arc<Threads>,
     f: Fault,
 ) {
     core.fault(conn, &f);
@@ -1056,7 +1192,7 @@ fn accept_step(
     conn: &Arc<ConnShared>,
     sock: &Arc<TcpStream>,
     gen: u64,
-    threads: &Arc<Mutex<Vec<JoinHandle<()>>>>,
+    threads: &Arc<Threads>,
 ) -> Option<(Arc<ConnShared>, u64)> {
     let now = core.now();
     let (outcome, existing) = {
