@@ -417,6 +417,21 @@ fn a_message_body_that_stops_coming_gives_its_throttle_budget_back() {
             counter(&m, &["msgs_in"]) == before + 1
         });
         assert_eq!(faults(), 2, "{kind:?}: the steady sender was not cut");
+
+        // Slow but steady in large pieces: 64 KiB every 150 ms for 768 KiB (eight windows).
+        // Pieces this size make the posix transport gather the frame before it offers it
+        // to the engine; what it gathers is progress all the same.
+        let before = counter(&m, &["msgs_in"]);
+        let mut slow = client_session(sa, 47);
+        let frame = msg_frame(1, &vec![3u8; 768 << 10]);
+        for chunk in frame.chunks(64 << 10) {
+            slow.write_all(chunk).unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+        eventually("the large slow message delivered", || {
+            counter(&m, &["msgs_in"]) == before + 1
+        });
+        assert_eq!(faults(), 2, "{kind:?}: the steady large sender was not cut");
         m.shutdown();
         m.wait();
     }

@@ -801,6 +801,7 @@ impl Worker {
                     Ok((n, end)) => {
                         core.perf.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
                         e.bulk = n >= BULK_READ || (e.bulk && end == ReadEnd::Limit);
+                        let gathering = e.rx.gathering();
                         if let Some(buf) = e.rx.input(need) {
                             match feed(&mut engine, now, buf) {
                                 Ok(InputStatus::Blocked) => {
@@ -816,6 +817,9 @@ impl Worker {
                                     break;
                                 }
                             }
+                        } else {
+                            // A large frame gathers: it is arriving all the same.
+                            engine.note_unoffered(gathering);
                         }
                         match end {
                             ReadEnd::Eof => {

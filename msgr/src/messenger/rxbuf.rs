@@ -166,6 +166,12 @@ impl RxBuf {
         }
     }
 
+    /// Bytes held while a read accumulates (not offered to the engine yet), the engine's
+    /// leftover included; 0 when the engine has been offered everything.
+    pub(crate) fn gathering(&self) -> usize {
+        self.fill.len()
+    }
+
     /// Memory held beyond the bytes themselves.
     pub(crate) fn capacity(&self) -> usize {
         self.ready.capacity() + self.fill.capacity()

@@ -287,6 +287,9 @@ pub struct Connection {
     /// bytes (see `handle_input`).
     rx_left: usize,
     rx_blocked: bool,
+    /// Bytes the driver has read and holds without offering them yet (see
+    /// [`Connection::note_unoffered`]).
+    rx_unoffered: usize,
     /// Server: connects read on the current transport (see `Options::max_connect_attempts`).
     connects: u32,
     stats: ConnStats,
@@ -324,6 +327,7 @@ impl Connection {
             pending_throttle: None,
             rx_left: 0,
             rx_blocked: false,
+            rx_unoffered: 0,
             connects: 0,
             rx_need: 0,
             last_keepalive: None,
@@ -556,6 +560,7 @@ impl Connection {
             rx.clear();
             return Ok(InputStatus::Paused);
         }
+        self.rx_unoffered = 0;
         let fresh = rx.len() != self.rx_left || self.rx_blocked;
         if !rx.is_empty() && fresh && self.is_open() {
             self.touch(now);
@@ -640,6 +645,14 @@ impl Connection {
         Ok(())
     }
 
+    /// The driver holds `n` bytes of input, read from the transport and not offered to
+    /// `handle_input` yet (it gathers a large frame into one buffer before offering it),
+    /// the bytes it last offered included. They count as the arriving message's progress
+    /// for `Options::body_timeout`. Offering input resets it.
+    pub fn note_unoffered(&mut self, n: usize) {
+        self.rx_unoffered = n;
+    }
+
     /// `Options::body_timeout`'s check, at the end of each window: a message holding
     /// throttle budget must have brought the rest of itself or `BODY_MIN_RATE` per second
     /// of the window since the last check (what the driver has offered `handle_input`).
@@ -649,7 +662,7 @@ impl Connection {
         else {
             return Ok(());
         };
-        let had = self.rx_left.min(held.frame_len);
+        let had = self.rx_left.max(self.rx_unoffered).min(held.frame_len);
         let floor = u64::try_from(window.as_millis())
             .unwrap_or(u64::MAX)
             .saturating_mul(BODY_MIN_RATE)
