@@ -20,9 +20,9 @@
 //!
 //! The daemon runs with a short ready timeout, body timeout and a low handshake bound
 //! (`--ready-timeout`, `--body-timeout`, `--max-handshakes`), so that a few seconds of
-//! slowloris, throttle-hold and flood reach them, and with OSD peers lossless (`--policy osd=lossless_peer`, as on an OSD's
-//! cluster messenger), so that the reconnect storm reaches the lossless rows of the accept
-//! decision table (RETRY_SESSION, replace).
+//! slowloris, throttle-hold and flood reach them, and with OSD peers lossless (`--policy
+//! osd=lossless_peer`, as on an OSD's cluster messenger), so that the reconnect storm
+//! reaches the lossless rows of the accept decision table (RETRY_SESSION, replace).
 
 pub(crate) mod attack;
 mod honest;

@@ -219,20 +219,8 @@ fn renice_this_thread(nice: u8) -> Result<(), String> {
     let tid = link
         .file_name()
         .and_then(|t| t.to_str())
-        .ok_or_else(|| format!("/proc/thread-self -> {}", link.display()))?
-        .to_owned();
-    let out = std::process::Command::new("renice")
-        .args(["-n", &nice.to_string(), "-p", &tid])
-        .output()
-        .map_err(|e| format!("renice: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "renice: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+        .ok_or_else(|| format!("/proc/thread-self -> {}", link.display()))?;
+    super::netns::run("renice", &["-n", &nice.to_string(), "-p", tid])
 }
 
 // ---- raw msgr v1 client pieces ----

@@ -67,7 +67,8 @@ pub(crate) fn check(link: Link) -> Result<(), String> {
     }
 }
 
-fn run(prog: &str, args: &[&str]) -> Result<(), String> {
+/// Runs `prog args`; its stderr is the error if it fails.
+pub(crate) fn run(prog: &str, args: &[&str]) -> Result<(), String> {
     let out = Command::new(prog)
         .args(args)
         .stdin(Stdio::null())

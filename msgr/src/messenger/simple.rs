@@ -180,7 +180,6 @@ impl Threads {
             }
         }
         let me = Arc::clone(self);
-        self.alive.fetch_add(1, Ordering::Relaxed);
         let spawned = std::thread::Builder::new()
             .name("ms_pipe".into())
             .spawn(move || me.serve(job));
@@ -207,8 +206,8 @@ impl Threads {
     /// A pooled thread: its first job, then others as they come, until it has waited
     /// [`THREAD_IDLE`] for one, enough others wait, or the transport shuts down.
     fn serve(&self, first: Job) {
-        // `alive` counts this thread down however it ends (a job's panic included).
-        let _alive = Alive(&self.alive);
+        // Counted while it runs, however it ends (a job's panic included).
+        let _alive = Counted::new(&self.alive);
         first();
         loop {
             let job = {
@@ -248,26 +247,17 @@ impl Threads {
     }
 }
 
-/// Counts a pooled thread out of `Threads::alive` when it ends.
-struct Alive<'a>(&'a AtomicUsize);
+/// Counts one in a gauge of [`Threads`] while alive (a thread, a reader, a writer).
+struct Counted<'a>(&'a AtomicUsize);
 
-impl Drop for Alive<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts a running reader or writer in its gauge while alive.
-struct Running<'a>(&'a AtomicUsize);
-
-impl<'a> Running<'a> {
+impl<'a> Counted<'a> {
     fn new(g: &'a AtomicUsize) -> Self {
         g.fetch_add(1, Ordering::Relaxed);
         Self(g)
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Counted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -398,7 +388,8 @@ struct Quiet {
 enum Heard {
     /// Still short of a client hello: keep waiting.
     Wait,
-    /// A good hello: a reader thread takes the socket and the bytes after the hello.
+    /// A good hello, all of it taken by the engine (no more is read here): a reader thread
+    /// takes the socket.
     Hello,
     /// Closed (EOF, an error, or the engine refused what came): nothing left to do.
     Gone,
@@ -513,8 +504,7 @@ fn accepter(
                         pump(&core, &q.conn, &threads);
                         continue;
                     }
-                    let rx = std::mem::take(&mut q.rx);
-                    start_reader(&core, &q.conn, q.sock, 0, &threads, rx);
+                    start_reader(&core, &q.conn, q.sock, 0, &threads);
                 }
                 Heard::Gone => {
                     let fd = q.sock.as_raw_fd();
@@ -596,7 +586,7 @@ fn accepter(
                         // Not watchable: a reader thread waits for it instead.
                         debug!(error = %e, "quiet socket not registered");
                         if sock.set_nonblocking(false).is_ok() {
-                            start_reader(&core, &conn, sock, 0, &threads, BytesMut::new());
+                            start_reader(&core, &conn, sock, 0, &threads);
                         } else {
                             lost(&core, &conn, 0, TransportError::Io);
                             pump(&core, &conn, &threads);
@@ -645,18 +635,15 @@ fn start_writer(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Threads>
     threads.run(Box::new(move || writer(core, conn, ts)));
 }
 
-/// Starts a reader thread for `sock`, with `rx` (bytes read but not yet consumed by the
-/// engine) to begin with.
 fn start_reader(
     core: &Arc<Core>,
     conn: &Arc<ConnShared>,
     sock: Arc<TcpStream>,
     gen: u64,
     threads: &Arc<Threads>,
-    rx: BytesMut,
 ) {
     let (core, conn, ts) = (Arc::clone(core), Arc::clone(conn), Arc::clone(threads));
-    threads.run(Box::new(move || reader(core, conn, sock, gen, ts, rx)));
+    threads.run(Box::new(move || reader(core, conn, sock, gen, ts)));
 }
 
 /// Drains a session's events after someone touched its engine (without its lock), and has
@@ -735,7 +722,7 @@ fn deliver_pending(core: &Arc<Core>, conn: &Arc<ConnShared>) {
 
 /// The session thread: dials, runs timers, writes.
 fn writer(core: Arc<Core>, conn: Arc<ConnShared>, threads: Arc<Threads>) {
-    let _running = Running::new(&threads.writers);
+    let _running = Counted::new(&threads.writers);
     let io = io_of(&conn);
     loop {
         let (dial, sock) = {
@@ -976,7 +963,7 @@ fn do_dial(core: &Arc<Core>, conn: &Arc<ConnShared>, threads: &Arc<Threads>) {
                 g
             };
             if install_socket(io_of(conn), &sock, gen) {
-                start_reader(core, conn, sock, gen, threads, BytesMut::new());
+                start_reader(core, conn, sock, gen, threads);
             }
         }
         Err(err) => {
@@ -1000,17 +987,14 @@ fn reader(
     sock: Arc<TcpStream>,
     mut gen: u64,
     threads: Arc<Threads>,
-    mut rx: BytesMut,
 ) {
-    let running = Arc::clone(&threads);
-    let _running = Running::new(&running.readers);
+    let counted = Arc::clone(&threads);
+    let _running = Counted::new(&counted.readers);
     let mut tick = READ_TICK;
     let _ = sock.set_read_timeout(Some(tick));
+    let mut rx = BytesMut::new();
     let mut scratch = vec![0u8; READ_CHUNK];
     let mut blocked = false;
-    // Bytes handed over with the socket are the engine's before anything more is read: the
-    // peer may be waiting for the answer to them.
-    let mut handed = !rx.is_empty();
     // Until the session has its writer (an accepted socket before its session opens), this
     // thread writes the handshake and runs its timers, reading no longer than the next
     // deadline. Once a writer runs it stays (a replace hands the reader a session that has
@@ -1057,13 +1041,7 @@ fn reader(
         }
         let now = core.now();
         let status;
-        if std::mem::take(&mut handed) {
-            let mut e = conn.engine();
-            if conn.gen() != gen {
-                break;
-            }
-            status = feed(&mut e, now, &mut rx);
-        } else if blocked {
+        if blocked {
             // A throttle holds this session: retry every millisecond (Ceph's rule), reading
             // nothing meanwhile so TCP pushes back on the sender.
             std::thread::sleep(Duration::from_millis(1));

@@ -655,7 +655,8 @@ impl Connection {
 
     /// `Options::body_timeout`'s check, at the end of each window: a message holding
     /// throttle budget must have brought the rest of itself or `BODY_MIN_RATE` per second
-    /// of the window since the last check (what the driver has offered `handle_input`).
+    /// of the window since the last check (what the driver has offered `handle_input`, or
+    /// holds as noted by `note_unoffered`). The fault's own log line says why.
     fn check_body(&mut self, now: Instant) -> Result<(), Fault> {
         let (Some(held), Some(window)) =
             (&mut self.pending_throttle, self.cfg.options.body_timeout)
@@ -670,8 +671,6 @@ impl Connection {
         let rest = (held.frame_len - held.window_had) as u64;
         let came = had.saturating_sub(held.window_had) as u64;
         if came < rest.min(floor) {
-            warn!(peer = %self.peer_label(), came, rest, window_ms = window.as_millis() as u64,
-                "message body stalled while holding throttle budget");
             let f = Fault::TimedOut(Timeout::Body);
             self.fault(now, f);
             return Err(f);
